@@ -1,0 +1,108 @@
+// The validated, immutable configuration snapshot (TOML => Config).
+// Parsing never half-applies: load_config() either returns a complete Config or throws ConfigError
+// carrying "FILE:LINE: reason" so that --check-config and SIGHUP can report it verbatim.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgward::config {
+
+enum class PoolMode { session, transaction, statement };
+enum class AuthType { trust, md5, scram_sha_256 };
+
+std::string_view to_string(PoolMode);
+std::string_view to_string(AuthType);
+
+using Duration = std::chrono::milliseconds;
+
+struct Endpoint {
+  std::string host;  // numeric IPv4/IPv6 address or "localhost"
+  std::uint16_t port = 0;
+  bool operator==(const Endpoint&) const = default;
+};
+
+// [pool] keys; every [[database]] starts from these and may override any of them.
+struct PoolSettings {
+  PoolMode mode = PoolMode::transaction;
+  std::uint32_t size = 20;     // hard bound on server connections per (database, user)
+  std::uint32_t min_size = 0;  // kept warm
+  Duration wait_timeout{30'000};
+  Duration server_idle_timeout{600'000};
+  Duration server_lifetime{3'600'000};
+  Duration server_connect_timeout{5'000};
+  std::uint32_t max_prepared_statements = 200;
+  bool operator==(const PoolSettings&) const = default;
+};
+
+struct Database {
+  std::string name;  // what clients put in dbname
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 5432;
+  std::string dbname;                   // defaults to name
+  std::optional<std::string> user;      // log in to the server as this user instead of the client's
+  std::optional<std::string> password;  // server password, env:VAR already resolved
+  PoolSettings pool;                    // [pool] with this database's overrides applied
+  int line = 0;                         // where the [[database]] table starts, for messages
+};
+
+struct Config {
+  std::string source_path;
+
+  // [proxy]
+  std::vector<Endpoint> listen{{"127.0.0.1", 6432}};
+  std::uint32_t max_client_conn = 10'000;
+  std::uint32_t workers = 1;  // 0 in the file means one per core, resolved here
+  Duration shutdown_timeout{30'000};
+  std::uint32_t max_message_size = 64u << 20;  // bytes; bound on any one protocol message length
+  std::string log_level = "info";              // trace | debug | info | warn | error
+
+  // [admin]
+  std::vector<Endpoint> admin_listen{{"127.0.0.1", 9930}};
+  std::optional<std::string> admin_token;  // env:VAR already resolved; nullopt when not configured
+
+  // [auth]
+  AuthType auth_type = AuthType::scram_sha_256;
+  std::string users_file;  // resolved against the config file's folder; empty when not set
+  // user name => secret: a plain password, "md5<32 hex>" or "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"
+  std::map<std::string, std::string, std::less<>> users;
+
+  // [pool] defaults (as written, before per-database overrides)
+  PoolSettings pool;
+
+  std::vector<Database> databases;
+
+  const Database* find_database(std::string_view name) const;
+  const std::string* find_user_secret(std::string_view name) const;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, std::string reason);
+  const std::string& file() const { return file_; }
+  int line() const { return line_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string file_;
+  int line_;
+  std::string reason_;
+};
+
+// Reads and validates FILE (and the users_file it names). Throws ConfigError.
+Config load_config(const std::string& path);
+
+// "250ms", "30s", "5m", "1h" (also "1.5s"); nullopt when malformed or negative.
+std::optional<Duration> parse_duration(std::string_view text);
+// "127.0.0.1:6432", "[::1]:6432", "localhost:6432"; nullopt when malformed.
+std::optional<Endpoint> parse_endpoint(std::string_view text);
+// 1048576, "64MB", "512kB", "1GB" (powers of 1024, as PostgreSQL does); nullopt when malformed.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+}  // namespace pgward::config

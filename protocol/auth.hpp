@@ -1,0 +1,93 @@
+// Password authentication primitives: MD5 and SCRAM-SHA-256 (RFC 5802, RFC 7677), both directions.
+// Pure computation over OpenSSL's libcrypto: no sockets. See PostgreSQL docs, "SASL Authentication"
+// (protocol-flow / sasl-authentication) for how these are carried in the protocol.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace pgward::protocol::auth {
+
+// Cryptographically random bytes (RAND_bytes); aborts the process if the RNG fails.
+void random_bytes(void* out, std::size_t len);
+
+// ---- MD5 ("md5" + md5(md5(password || user) || salt)) ----
+std::string md5_hex(std::string_view data);
+// Stored verifier form: "md5" + md5_hex(password || user).
+std::string md5_verifier(std::string_view user, std::string_view password);
+// What a client sends in its PasswordMessage for AuthenticationMD5Password.
+std::string md5_client_response(std::string_view user, std::string_view password,
+                                const std::array<std::uint8_t, 4>& salt);
+// Checks a client's response against a stored secret that is either a plain password or an md5 verifier.
+// Returns false for a SCRAM verifier (md5 cannot be checked against it) or a mismatch. Constant-time compare.
+bool md5_check(std::string_view stored_secret, std::string_view user, const std::array<std::uint8_t, 4>& salt,
+               std::string_view client_response);
+
+// ---- SCRAM-SHA-256 ----
+struct ScramVerifier {
+  int iterations = 4096;
+  std::string salt;  // raw bytes
+  std::array<std::uint8_t, 32> stored_key{};
+  std::array<std::uint8_t, 32> server_key{};
+};
+
+// Parses "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>" (PostgreSQL's format).
+std::optional<ScramVerifier> parse_scram_verifier(std::string_view text);
+ScramVerifier make_scram_verifier(std::string_view password, std::string_view raw_salt, int iterations = 4096);
+std::string format_scram_verifier(const ScramVerifier&);
+// A stored secret (plain password or SCRAM verifier) as a verifier; nullopt for an md5 verifier.
+// A plain password gets a fresh random salt.
+std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret);
+
+std::string base64_encode(std::string_view raw);
+std::optional<std::string> base64_decode(std::string_view text);
+
+// Server side of one exchange (pgward authenticating a client). No channel binding is offered
+// (the proxy advertises only "SCRAM-SHA-256"), so the gs2 header must be "n,," or "y,,".
+class ScramServer {
+ public:
+  explicit ScramServer(ScramVerifier verifier);
+  // Deterministic variant with a fixed server nonce (printable ASCII except ','), e.g. for the RFC 7677
+  // section 3 test vector. The one-argument constructor draws 18 random bytes, as PostgreSQL does.
+  ScramServer(ScramVerifier verifier, std::string server_nonce);
+  // Input: client-first-message (the SASLInitialResponse data). Output: server-first-message, or nullopt when
+  // the message is malformed.
+  std::optional<std::string> handle_client_first(std::string_view client_first);
+  // Input: client-final-message. Output: server-final-message ("v=...") when the proof is right; nullopt otherwise.
+  std::optional<std::string> handle_client_final(std::string_view client_final);
+
+ private:
+  ScramVerifier verifier_;
+  std::string client_first_bare_;
+  std::string server_first_;
+  std::string nonce_;  // client nonce + server nonce
+  char cbind_flag_ = 'n';  // gs2-cbind-flag of client-first ('n' or 'y'), which c= must echo in client-final
+};
+
+// Client side of one exchange (pgward authenticating to a PostgreSQL server), no channel binding ("n,,").
+class ScramClient {
+ public:
+  explicit ScramClient(std::string password);
+  // Deterministic variant with a fixed client nonce (printable ASCII except ',') and the user name to put in
+  // client-first (PostgreSQL ignores it; libpq sends an empty one), e.g. for the RFC 7677 section 3 test vector.
+  ScramClient(std::string password, std::string client_nonce, std::string_view user_name);
+  // client-first-message, to send in SASLInitialResponse.
+  std::string client_first();
+  // Input: server-first-message (AuthenticationSASLContinue data). Output: client-final-message, or nullopt when
+  // the server's message is malformed or its nonce does not extend ours.
+  std::optional<std::string> handle_server_first(std::string_view server_first);
+  // Input: server-final-message (AuthenticationSASLFinal data). True when the server proved it knows the verifier.
+  bool verify_server_final(std::string_view server_final) const;
+
+ private:
+  std::string password_;
+  std::string client_nonce_;
+  std::string client_first_bare_;
+  std::array<std::uint8_t, 32> expected_server_signature_{};
+  bool have_server_signature_ = false;  // set once handle_server_first succeeded
+};
+
+}  // namespace pgward::protocol::auth

@@ -1,0 +1,63 @@
+// pgward: the command line (see README "Command line"): --config FILE, --check-config FILE, --version.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <iostream>
+
+#include "config/config.hpp"
+#include "proxy/proxy.hpp"
+
+#ifndef PGWARD_VERSION
+#define PGWARD_VERSION "0.0.0"
+#endif
+
+namespace {
+
+int usage(std::ostream& os, int code) {
+  os << "usage: pgward --config FILE        run the proxy in the foreground (logs to stderr)\n"
+        "       pgward --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
+        "       pgward --version\n";
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "pgward " << PGWARD_VERSION << "\n";
+    return 0;
+  }
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) return usage(std::cout, 0);
+  if (argc != 3) return usage(std::cerr, 2);
+
+  const std::string mode = argv[1];
+  const std::string path = argv[2];
+  if (mode != "--config" && mode != "--check-config") return usage(std::cerr, 2);
+
+  std::shared_ptr<const pgward::config::Config> cfg;
+  try {
+    cfg = std::make_shared<const pgward::config::Config>(pgward::config::load_config(path));
+  } catch (const pgward::config::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  if (mode == "--check-config") {
+    std::cout << path << ": ok\n";
+    return 0;
+  }
+
+  auto logger = spdlog::stderr_color_mt("pgward");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(cfg->log_level));
+  spdlog::info("pgward {} starting with {}", PGWARD_VERSION, path);
+
+  try {
+    pgward::proxy::Proxy proxy(cfg, path);
+    return proxy.run();
+  } catch (const std::exception& e) {
+    spdlog::critical("fatal: {}", e.what());
+    return 1;
+  }
+}

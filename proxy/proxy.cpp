@@ -1,0 +1,335 @@
+#include "proxy/proxy.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <csignal>
+
+#include "protocol/auth.hpp"
+#include "proxy/session.hpp"
+
+namespace pgward::proxy {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+namespace {
+
+// The password pgward logs in to the server with: the database's own, else the user's if it is a plain password
+// (a stored md5 or SCRAM verifier cannot be replayed towards a server).
+std::optional<std::string> server_password(const config::Config& cfg, const config::Database& db,
+                                           const std::string& server_user) {
+  if (db.password) return db.password;
+  const std::string* secret = cfg.find_user_secret(server_user);
+  if (!secret) return std::nullopt;
+  const bool md5_verifier = secret->size() == 35 && secret->starts_with("md5");
+  if (md5_verifier || secret->starts_with("SCRAM-SHA-256$")) return std::nullopt;
+  return *secret;
+}
+
+ServerTarget make_target(const config::Config& cfg, const config::Database& db, const std::string& server_user) {
+  ServerTarget t;
+  t.host = db.host;
+  t.port = db.port;
+  t.dbname = db.dbname.empty() ? db.name : db.dbname;
+  t.user = server_user;
+  t.password = server_password(cfg, db, server_user);
+  t.connect_timeout = db.pool.server_connect_timeout;
+  return t;
+}
+
+asio::ip::tcp::endpoint resolve_listen(const config::Endpoint& ep) {
+  boost::system::error_code ec;
+  if (ep.host == "*") return {asio::ip::address_v6::any(), ep.port};
+  if (ep.host == "localhost") return {asio::ip::address_v4::loopback(), ep.port};
+  auto addr = asio::ip::make_address(ep.host, ec);
+  if (ec) throw std::runtime_error("bad listen address " + ep.host);
+  return {addr, ep.port};
+}
+
+}  // namespace
+
+Proxy::Proxy(std::shared_ptr<const config::Config> config, std::string config_path)
+    : config_path_(std::move(config_path)), config_(std::move(config)) {
+  for (std::uint32_t i = 1; i < config_->workers; ++i) workers_.push_back(std::make_unique<asio::io_context>(1));
+  if (!workers_.empty()) workers_.insert(workers_.begin(), nullptr);  // slot 0 is main_
+}
+
+Proxy::~Proxy() = default;
+
+std::shared_ptr<const config::Config> Proxy::config() const {
+  std::lock_guard lock(config_mu_);
+  return config_;
+}
+
+asio::io_context& Proxy::next_worker() {
+  if (workers_.empty()) return main_;
+  const std::size_t i = next_worker_++ % workers_.size();
+  return i == 0 ? main_ : *workers_[i];
+}
+
+PoolEntry& Proxy::pool_for(const config::Database& db, const std::string& client_user) {
+  const std::string server_user = db.user ? *db.user : client_user;
+  std::lock_guard lock(pools_mu_);
+  auto& slot = pools_[{db.name, server_user}];
+  if (!slot) {
+    auto cfg = config();
+    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user));
+  }
+  return *slot;
+}
+
+protocol::CancelRequest Proxy::register_client(std::shared_ptr<CancelSlot> slot) {
+  std::lock_guard lock(cancel_mu_);
+  for (;;) {
+    protocol::CancelRequest key;
+    protocol::auth::random_bytes(&key.process_id, sizeof key.process_id);
+    protocol::auth::random_bytes(&key.secret_key, sizeof key.secret_key);
+    key.process_id &= 0x7fffffff;  // clients print it as a pid: keep it positive
+    if (key.process_id == 0) continue;
+    if (cancel_slots_.emplace(std::pair{key.process_id, key.secret_key}, slot).second) return key;
+  }
+}
+
+void Proxy::unregister_client(const protocol::CancelRequest& key) {
+  std::lock_guard lock(cancel_mu_);
+  cancel_slots_.erase({key.process_id, key.secret_key});
+}
+
+void Proxy::cancel(const protocol::CancelRequest& key, asio::any_io_executor exec) {
+  std::shared_ptr<CancelSlot> slot;
+  {
+    std::lock_guard lock(cancel_mu_);
+    auto it = cancel_slots_.find({key.process_id, key.secret_key});
+    if (it != cancel_slots_.end()) slot = it->second;
+  }
+  std::optional<ServerTarget> target;
+  protocol::CancelRequest server_key{};
+  if (slot) {
+    std::lock_guard lock(slot->mu);
+    target = slot->target;
+    server_key = slot->server_key;
+  }
+  if (!target) {
+    spdlog::info("cancel request with an unknown key or for an idle client: ignored");
+    return;
+  }
+  // "Canceling Requests in Progress": a new connection carrying only the server's key.
+  asio::co_spawn(
+      exec,
+      [t = *target, server_key, exec]() -> asio::awaitable<void> {
+        tcp::resolver resolver(exec);
+        auto [rec, eps] = co_await resolver.async_resolve(t.host, std::to_string(t.port), as_tuple(use_awaitable));
+        if (rec) co_return;
+        tcp::socket sock(exec);
+        auto [cec, ep] = co_await asio::async_connect(sock, eps, as_tuple(use_awaitable));
+        if (cec) {
+          spdlog::warn("cancel: could not connect to {}:{}: {}", t.host, t.port, cec.message());
+          co_return;
+        }
+        std::string out;
+        protocol::put_cancel_request(out, server_key.process_id, server_key.secret_key);
+        co_await asio::async_write(sock, asio::buffer(out), as_tuple(use_awaitable));
+        // PostgreSQL closes the connection when done; wait for that so the cancel is delivered before we go.
+        char c;
+        co_await sock.async_read_some(asio::buffer(&c, 1), as_tuple(use_awaitable));
+        spdlog::info("cancel request forwarded to {}:{}", t.host, t.port);
+      },
+      asio::detached);
+}
+
+bool Proxy::client_arrived() {
+  const auto limit = config()->max_client_conn;
+  if (clients_.fetch_add(1) >= limit) {
+    --clients_;
+    return false;
+  }
+  return true;
+}
+
+void Proxy::client_left() { --clients_; }
+
+void Proxy::start_accept(asio::ip::tcp::acceptor& acceptor) {
+  asio::co_spawn(
+      main_,
+      [this, &acceptor]() -> asio::awaitable<void> {
+        for (;;) {
+          auto& ctx = next_worker();
+          auto [ec, sock] = co_await acceptor.async_accept(ctx, as_tuple(use_awaitable));
+          if (ec) {
+            if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+            spdlog::warn("accept failed: {}", ec.message());
+            // Out of file descriptors and the like: back off instead of spinning.
+            asio::steady_timer t(main_, std::chrono::milliseconds(100));
+            co_await t.async_wait(as_tuple(use_awaitable));
+            continue;
+          }
+          auto session = std::make_shared<Session>(*this, std::move(sock), next_client_id_++);
+          session->start();
+        }
+      },
+      asio::detached);
+}
+
+void Proxy::start_upkeep() {
+  asio::co_spawn(
+      main_,
+      [this]() -> asio::awaitable<void> {
+        asio::steady_timer timer(main_);
+        for (;;) {
+          timer.expires_after(std::chrono::seconds(1));
+          auto [ec] = co_await timer.async_wait(as_tuple(use_awaitable));
+          if (ec) co_return;
+          std::vector<PoolEntry*> entries;
+          {
+            std::lock_guard lock(pools_mu_);
+            for (auto& [k, e] : pools_) entries.push_back(e.get());
+          }
+          const auto now = pool::Clock::now();
+          for (PoolEntry* e : entries) {
+            const std::uint32_t n = draining_ ? 0 : e->pool.maintain(now);
+            for (std::uint32_t i = 0; i < n; ++i) {
+              asio::co_spawn(
+                  next_worker(),
+                  [e]() -> asio::awaitable<void> {
+                    auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
+                    if (auto err = co_await server->login(e->target)) {
+                      spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(), err->message);
+                      e->pool.connect_failed();
+                      co_return;
+                    }
+                    e->pool.set_server_params(server->params);
+                    e->pool.add_idle(std::move(server));
+                  },
+                  asio::detached);
+            }
+          }
+        }
+      },
+      asio::detached);
+}
+
+void Proxy::reload() {
+  std::shared_ptr<const config::Config> fresh;
+  try {
+    fresh = std::make_shared<const config::Config>(config::load_config(config_path_));
+  } catch (const config::ConfigError& e) {
+    spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+    return;
+  }
+  {
+    std::lock_guard lock(config_mu_);
+    if (fresh->listen != config_->listen) spdlog::warn("reload: [proxy] listen changes need a restart");
+    config_ = fresh;
+  }
+  std::lock_guard lock(pools_mu_);
+  for (auto& [key, entry] : pools_) {
+    if (const auto* db = fresh->find_database(key.first)) {
+      entry->pool.update_settings(db->pool);
+      entry->target = make_target(*fresh, *db, key.second);
+    }
+  }
+  spdlog::info("configuration reloaded from {}", config_path_);
+}
+
+void Proxy::drain() {
+  if (draining_.exchange(true)) return;
+  spdlog::info("draining: no new clients; waiting up to {} ms for transactions in flight",
+               config()->shutdown_timeout.count());
+  for (auto& a : acceptors_) {
+    boost::system::error_code ec;
+    a->close(ec);
+  }
+  asio::co_spawn(
+      main_,
+      [this]() -> asio::awaitable<void> {
+        const auto deadline = std::chrono::steady_clock::now() + config()->shutdown_timeout;
+        asio::steady_timer t(main_);
+        while (linked_ > 0 && std::chrono::steady_clock::now() < deadline) {
+          t.expires_after(std::chrono::milliseconds(50));
+          co_await t.async_wait(as_tuple(use_awaitable));
+        }
+        if (linked_ > 0) spdlog::warn("shutdown_timeout reached with {} transactions in flight", linked_.load());
+        stop();
+      },
+      asio::detached);
+}
+
+void Proxy::stop() {
+  spdlog::info("stopping");
+  for (auto& a : acceptors_) {
+    boost::system::error_code ec;
+    a->close(ec);
+  }
+  {
+    std::lock_guard lock(pools_mu_);
+    for (auto& [k, e] : pools_) e->pool.close_idle();
+  }
+  main_.stop();
+  for (auto& w : workers_)
+    if (w) w->stop();
+}
+
+int Proxy::run() {
+  auto cfg = config();
+  for (const auto& ep : cfg->listen) {
+    auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(main_);
+    const auto endpoint = resolve_listen(ep);
+    acceptor->open(endpoint.protocol());
+    acceptor->set_option(asio::socket_base::reuse_address(true));
+    if (endpoint.address().is_v6()) acceptor->set_option(asio::ip::v6_only(false));
+    acceptor->bind(endpoint);
+    acceptor->listen(asio::socket_base::max_listen_connections);
+    spdlog::info("listening on {}:{}", acceptor->local_endpoint().address().to_string(),
+                 acceptor->local_endpoint().port());
+    acceptors_.push_back(std::move(acceptor));
+  }
+  for (auto& a : acceptors_) start_accept(*a);
+
+  // Pools with a fixed server user exist from the start, so that min_size warms them before the first client.
+  for (const auto& db : cfg->databases)
+    if (db.user) pool_for(db, *db.user);
+  start_upkeep();
+
+  asio::signal_set signals(main_, SIGINT, SIGTERM, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                              int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      reload();
+    } else if (sig == SIGTERM) {
+      drain();
+    } else {
+      stop();
+      return;
+    }
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::vector<std::thread> threads;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  for (auto& w : workers_) {
+    if (!w) continue;
+    guards.emplace_back(w->get_executor());
+    threads.emplace_back([ctx = w.get()] { ctx->run(); });
+  }
+  main_.run();
+  for (auto& g : guards) g.reset();
+  for (auto& w : workers_)
+    if (w) w->stop();
+  for (auto& t : threads) t.join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace pgward::proxy

@@ -1,0 +1,287 @@
+#include "proxy/server_conn.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+
+#include "protocol/auth.hpp"
+#include "protocol/sqlstate.hpp"
+
+namespace pgward::proxy {
+
+namespace pr = protocol;
+namespace ss = protocol::sqlstate;
+using asio::as_tuple;
+using asio::use_awaitable;
+
+namespace {
+std::atomic<std::uint64_t> next_server_id{1};
+}
+
+ServerConn::ServerConn(asio::any_io_executor exec) : socket_(std::move(exec)), id_(next_server_id++) {}
+
+ServerConn::~ServerConn() { close(); }
+
+void ServerConn::close() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  if (socket_.is_open()) {
+    // Terminate lets PostgreSQL end the backend at once instead of noticing the EOF later.
+    if (rpos == rend) {
+      static constexpr char kTerminate[] = {'X', 0, 0, 0, 4};
+      ::send(socket_.native_handle(), kTerminate, sizeof kTerminate, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    spdlog::info("server {} closed ({}:{})", id_, target_.host, target_.port);
+  }
+}
+
+bool ServerConn::healthy() {
+  if (closed_ || !socket_.is_open() || rpos != rend) return false;
+  // An idle server has nothing to say: EOF or any byte (a FATAL from pg_terminate_backend, say) means it is gone.
+  char c;
+  const ssize_t n = ::recv(socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+void ServerConn::consume(std::size_t n) {
+  rpos += n;
+  if (rpos == rend) rpos = rend = 0;
+}
+
+asio::awaitable<bool> ServerConn::fill() {
+  if (rbuf.size() != kBufferSize) rbuf.resize(kBufferSize);
+  if (rpos > 0) {
+    std::memmove(rbuf.data(), rbuf.data() + rpos, rend - rpos);
+    rend -= rpos;
+    rpos = 0;
+  }
+  if (rend == rbuf.size()) co_return false;  // no room: a caller asked for more than the buffer holds
+  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(rbuf.data() + rend, rbuf.size() - rend),
+                                                  as_tuple(use_awaitable));
+  if (ec) co_return false;
+  rend += n;
+  co_return true;
+}
+
+asio::awaitable<std::optional<pr::Message>> ServerConn::read_message() {
+  for (;;) {
+    auto r = pr::decode_message(unread(), kBufferSize - pr::kHeaderSize);
+    if (r.status == pr::Status::error) co_return std::nullopt;
+    if (r.status == pr::Status::ok) {
+      consume(r.consumed);
+      co_return r.message;
+    }
+    if (!co_await fill()) co_return std::nullopt;
+  }
+}
+
+asio::awaitable<bool> ServerConn::write(std::string_view bytes) {
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()),
+                                            as_tuple(use_awaitable));
+  co_return !ec;
+}
+
+ProxyError error_from_fields(std::string_view body, std::string_view fallback) {
+  ProxyError e{std::string(ss::kConnectionFailure), std::string(fallback), {}};
+  if (auto fields = pr::parse_fields(body)) {
+    if (auto c = pr::find_field(*fields, 'C'); c.size() == 5) e.sqlstate = c;
+    if (auto m = pr::find_field(*fields, 'M'); !m.empty()) e.message = std::string(fallback) + ": " + std::string(m);
+    e.detail = pr::find_field(*fields, 'D');
+  }
+  return e;
+}
+
+std::string set_statement(std::string_view name, std::string_view value) {
+  std::string sql = "SET \"";
+  for (char c : name) {
+    if (c == '"') sql += '"';
+    sql += c;
+  }
+  sql += "\" TO ";
+  // E'' escapes mean the same whatever standard_conforming_strings is.
+  sql += "E'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') sql += c;
+    sql += c;
+  }
+  sql += '\'';
+  return sql;
+}
+
+asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget& target) {
+  target_ = target;
+  const std::string where = target.host + ":" + std::to_string(target.port);
+  auto fail = [&](std::string_view what) {
+    return ProxyError{std::string(ss::kConnectionFailure), "could not connect to server " + where + ": " +
+                                                              std::string(what), {}};
+  };
+
+  tcp::resolver resolver(socket_.get_executor());
+  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, std::to_string(target.port),
+                                                          as_tuple(use_awaitable));
+  if (rec) co_return fail(rec.message());
+
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(socket_.get_executor(), target.connect_timeout);
+  auto connect_result =
+      co_await (asio::async_connect(socket_, endpoints, as_tuple(use_awaitable)) ||
+                deadline.async_wait(as_tuple(use_awaitable)));
+  if (connect_result.index() == 1) co_return fail("timeout expired");
+  if (auto [cec, ep] = std::get<0>(connect_result); cec) co_return fail(cec.message());
+  socket_.set_option(tcp::no_delay(true));
+
+  std::string out;
+  pr::put_startup_packet(out, {{"user", target.user}, {"database", target.dbname}});
+  if (!co_await write(out)) co_return fail("connection lost during startup");
+
+  // Authentication and the login exchange are bounded by the same deadline.
+  deadline.expires_after(target.connect_timeout);
+  auto login_result =
+      co_await (authenticate() || deadline.async_wait(as_tuple(use_awaitable)));
+  if (login_result.index() == 1) co_return fail("timeout expired during login");
+  if (auto err = std::get<0>(login_result)) co_return err;
+  spdlog::info("server {} connected to {} (database {}, user {})", id_, where, target.dbname, target.user);
+  co_return std::nullopt;
+}
+
+asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
+  const std::string where = target_.host + ":" + std::to_string(target_.port);
+  auto lost = [&] {
+    return ProxyError{std::string(ss::kConnectionFailure), "server " + where + " closed the connection during login",
+                      {}};
+  };
+  auto need_password = [&]() -> std::optional<ProxyError> {
+    if (target_.password) return std::nullopt;
+    return ProxyError{std::string(ss::kInvalidPassword),
+                      "server " + where + " asks a password for user \"" + target_.user +
+                          "\" and pgward has none (set [[database]] password or a plain password in the users file)",
+                      {}};
+  };
+
+  std::optional<pr::auth::ScramClient> scram;
+  std::string out;
+  for (;;) {
+    auto msg = co_await read_message();
+    if (!msg) co_return lost();
+    out.clear();
+    switch (msg->type) {
+      case pr::be::kErrorResponse:
+        co_return error_from_fields(msg->body, "server login failed");
+      case pr::be::kNoticeResponse:
+      case pr::be::kNegotiateProtocolVersion:
+        break;
+      case pr::be::kParameterStatus:
+        if (auto ps = pr::parse_parameter_status(msg->body)) params[std::string(ps->first)] = ps->second;
+        break;
+      case pr::be::kBackendKeyData:
+        if (auto k = pr::parse_backend_key_data(msg->body)) backend_key_ = *k;
+        break;
+      case pr::be::kReadyForQuery:
+        co_return std::nullopt;
+      case pr::be::kAuthentication: {
+        auto req = pr::parse_authentication(msg->body);
+        if (!req) co_return lost();
+        switch (req->code) {
+          case pr::authcode::kOk:
+            break;
+          case pr::authcode::kCleartextPassword:
+            if (auto e = need_password()) co_return e;
+            pr::put_password_message(out, *target_.password);
+            break;
+          case pr::authcode::kMd5Password: {
+            if (auto e = need_password()) co_return e;
+            std::array<std::uint8_t, 4> salt;
+            std::memcpy(salt.data(), req->data.data(), 4);
+            pr::put_password_message(out, pr::auth::md5_client_response(target_.user, *target_.password, salt));
+            break;
+          }
+          case pr::authcode::kSasl: {
+            if (auto e = need_password()) co_return e;
+            auto mechs = pr::parse_sasl_mechanisms(req->data);
+            if (!mechs || std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256") == mechs->end()) {
+              co_return ProxyError{std::string(ss::kFeatureNotSupported),
+                                   "server " + where + " offers no SASL mechanism pgward supports", {}};
+            }
+            scram.emplace(*target_.password);
+            pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
+            break;
+          }
+          case pr::authcode::kSaslContinue: {
+            if (!scram) co_return lost();
+            auto final_msg = scram->handle_server_first(req->data);
+            if (!final_msg) {
+              co_return ProxyError{std::string(ss::kProtocolViolation),
+                                   "server " + where + " sent a malformed SCRAM message", {}};
+            }
+            pr::put_sasl_response(out, *final_msg);
+            break;
+          }
+          case pr::authcode::kSaslFinal:
+            if (!scram || !scram->verify_server_final(req->data)) {
+              co_return ProxyError{std::string(ss::kInvalidAuthorizationSpecification),
+                                   "server " + where + " failed to prove it knows the SCRAM verifier", {}};
+            }
+            break;
+          default:
+            co_return ProxyError{std::string(ss::kFeatureNotSupported),
+                                 "server " + where + " asks for an authentication method pgward does not support (" +
+                                     std::to_string(req->code) + ")",
+                                 {}};
+        }
+        if (!out.empty() && !co_await write(out)) co_return lost();
+        break;
+      }
+      default:
+        co_return ProxyError{std::string(ss::kProtocolViolation),
+                             "server " + where + " sent an unexpected message during login", {}};
+    }
+  }
+}
+
+asio::awaitable<std::optional<ProxyError>> ServerConn::run_internal(std::string_view sql, Params* mirror) {
+  std::string out;
+  pr::put_query(out, sql);
+  if (!co_await write(out)) co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
+  std::optional<ProxyError> error;
+  for (;;) {
+    auto msg = co_await read_message();
+    if (!msg) co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
+    switch (msg->type) {
+      case pr::be::kParameterStatus:
+        if (auto ps = pr::parse_parameter_status(msg->body)) {
+          params[std::string(ps->first)] = ps->second;
+          if (mirror) {
+            if (auto it = mirror->find(ps->first); it != mirror->end()) it->second = ps->second;
+          }
+        }
+        break;
+      case pr::be::kErrorResponse:
+        if (!error) error = error_from_fields(msg->body, "could not apply session state");
+        break;
+      case pr::be::kReadyForQuery: {
+        auto st = pr::parse_ready_for_query(msg->body);
+        if (!st) co_return ProxyError{std::string(ss::kProtocolViolation), "malformed ReadyForQuery", {}};
+        if (!error && *st != pr::kTxIdle) {
+          error = ProxyError{std::string(ss::kInternalError), "server left a transaction open", {}};
+        }
+        co_return error;
+      }
+      default:
+        break;  // CommandComplete, notices
+    }
+  }
+}
+
+}  // namespace pgward::proxy

@@ -1,0 +1,95 @@
+// One connection from pgward to a PostgreSQL server: login (startup + trust/cleartext/md5/SCRAM-SHA-256), the
+// receive buffer, and the parameters the server currently has in force.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pool/pool.hpp"
+#include "protocol/codec.hpp"
+
+namespace pgward::proxy {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Params = pool::Pool::Params;
+
+// Where and as whom to log in.
+struct ServerTarget {
+  std::string host;
+  std::uint16_t port = 5432;
+  std::string dbname;
+  std::string user;
+  std::optional<std::string> password;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+// An error for the client: SQLSTATE plus text (from the server's ErrorResponse or made by the proxy).
+struct ProxyError {
+  std::string sqlstate;
+  std::string message;
+  std::string detail;
+};
+
+class ServerConn final : public pool::Server {
+ public:
+  explicit ServerConn(asio::any_io_executor exec);
+  ~ServerConn() override;
+
+  void close() override;
+  bool healthy() override;
+
+  tcp::socket& socket() { return socket_; }
+  std::uint64_t id() const { return id_; }
+  protocol::CancelRequest backend_key() const { return backend_key_; }
+  const ServerTarget& target() const { return target_; }
+
+  // Everything in force on the server that pgward knows: what it reported plus what pgward SET.
+  Params params;
+  // Names pgward SET that the server does not report (so that RESET is needed before another client).
+  std::vector<std::string> set_unreported;
+
+  // Receive buffer: bytes [rpos, rend) are unread.
+  std::string rbuf;
+  std::size_t rpos = 0;
+  std::size_t rend = 0;
+  std::string_view unread() const { return std::string_view(rbuf).substr(rpos, rend - rpos); }
+  void consume(std::size_t n);
+
+  // Reads more bytes into rbuf (compacting first). False on EOF or error.
+  asio::awaitable<bool> fill();
+  // Reads one whole message no larger than the buffer can hold; nullopt on EOF, error or a malformed header.
+  // The view is valid until the next read.
+  asio::awaitable<std::optional<protocol::Message>> read_message();
+  asio::awaitable<bool> write(std::string_view bytes);
+
+  // Connects and logs in; on success the server is idle ('I') and params/backend_key are filled.
+  asio::awaitable<std::optional<ProxyError>> login(const ServerTarget& target);
+
+  // Runs one simple query whose output is only ParameterStatus/CommandComplete/notices (SET, RESET, DISCARD ALL,
+  // ROLLBACK) and reads up to its ReadyForQuery; reported parameters update `params` and, when given, `mirror`.
+  asio::awaitable<std::optional<ProxyError>> run_internal(std::string_view sql, Params* mirror = nullptr);
+
+  static constexpr std::size_t kBufferSize = 64 * 1024;
+
+ private:
+  asio::awaitable<std::optional<ProxyError>> authenticate();
+
+  tcp::socket socket_;
+  std::uint64_t id_;
+  ServerTarget target_;
+  protocol::CancelRequest backend_key_{};
+  bool closed_ = false;
+};
+
+// "could not connect to server ..." and friends, for errors that did not come from an ErrorResponse.
+ProxyError error_from_fields(std::string_view error_body, std::string_view fallback);
+
+// SET "name" TO 'value' with the quoting PostgreSQL needs whatever standard_conforming_strings says.
+std::string set_statement(std::string_view name, std::string_view value);
+
+}  // namespace pgward::proxy
