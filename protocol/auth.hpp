@@ -64,15 +64,17 @@ class ScramServer {
   std::string client_first_bare_;
   std::string server_first_;
   std::string nonce_;  // client nonce + server nonce
-  char cbind_flag_ = 'n';  // gs2-cbind-flag of client-first ('n' or 'y'), which c= must echo in client-final
+  // gs2-cbind-flag of client-first ('n' or 'y'), which the c= attribute of client-final must echo.
+  char cbind_flag_ = 'n';
 };
 
 // Client side of one exchange (pgward authenticating to a PostgreSQL server), no channel binding ("n,,").
 class ScramClient {
  public:
   explicit ScramClient(std::string password);
-  // Deterministic variant with a fixed client nonce (printable ASCII except ',') and the user name to put in
-  // client-first (PostgreSQL ignores it; libpq sends an empty one), e.g. for the RFC 7677 section 3 test vector.
+  // Deterministic variant with a fixed client nonce (printable ASCII except ',') and the user name to put
+  // in client-first (PostgreSQL ignores it; libpq sends an empty one), e.g. for the RFC 7677 section 3 test
+  // vector.
   ScramClient(std::string password, std::string client_nonce, std::string_view user_name);
   // client-first-message, to send in SASLInitialResponse.
   std::string client_first();

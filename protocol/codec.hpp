@@ -86,7 +86,7 @@ inline constexpr char kTxFailed = 'E';
 
 // ---- startup-phase packets: Int32 length, Int32 code, payload (no type byte) ----
 inline constexpr std::uint32_t kStartupMinLength = 8;
-inline constexpr std::uint32_t kStartupMaxLength = 10'000;  // as PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+inline constexpr std::uint32_t kStartupMaxLength = 10'000;  // whole packet, length word included
 inline constexpr std::uint32_t kCancelRequestCode = 80877102;
 inline constexpr std::uint32_t kSslRequestCode = 80877103;
 inline constexpr std::uint32_t kGssEncRequestCode = 80877104;

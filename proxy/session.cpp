@@ -246,10 +246,9 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     }
 
     if (!proxy_.client_arrived()) {
-      co_await send_error(ss::kTooManyConnections,
-                          "sorry, too many clients already (max_client_conn = " +
-                              std::to_string(proxy_.config()->max_client_conn) + ")",
-                          true);
+      const std::string what = "sorry, too many clients already (max_client_conn = " +
+                               std::to_string(proxy_.config()->max_client_conn) + ")";
+      co_await send_error(ss::kTooManyConnections, what, true);
       co_return LoginResult::closed;
     }
     counted_ = true;
@@ -278,7 +277,8 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     config_ = proxy_.config();
     database_ = config_->find_database(database);
     if (!database_) {
-      co_await send_error(ss::kInvalidCatalogName, "database \"" + database + "\" does not exist", true);
+      const std::string what = "database \"" + database + "\" does not exist";
+      co_await send_error(ss::kInvalidCatalogName, what, true);
       co_return LoginResult::closed;
     }
     if (!co_await authenticate()) co_return LoginResult::closed;
@@ -455,11 +455,12 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
   std::shared_ptr<ServerConn> server;
   switch (checkout.outcome) {
     case pool::Pool::Outcome::timeout:
-      co_await send_error(ss::kTooManyConnections,
-                          "no server connection available for database \"" + database_->name + "\" within " +
-                              std::to_string(settings.wait_timeout.count()) + " ms (pool size " +
-                              std::to_string(settings.size) + ")",
-                          fatal);
+    {
+      const std::string what = "no server connection available for database \"" + database_->name + "\" within " +
+                               std::to_string(settings.wait_timeout.count()) + " ms (pool size " +
+                               std::to_string(settings.size) + ")";
+      co_await send_error(ss::kTooManyConnections, what, fatal);
+    }
       co_return nullptr;
     case pool::Pool::Outcome::server:
       server = std::static_pointer_cast<ServerConn>(checkout.server);
@@ -583,11 +584,11 @@ asio::awaitable<void> Session::client_loop() {
           stop = true;
           break;
         }
-        co_await send_error(ss::kProtocolViolation,
-                            h.status == pr::Status::error
-                                ? std::string(h.error)
-                                : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type)),
-                            true);
+        // Built before the co_await: GCC 12 destroys temporaries of a conditional inside co_await twice.
+        std::string what = h.status == pr::Status::error
+                               ? std::string(h.error)
+                               : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type));
+        co_await send_error(ss::kProtocolViolation, what, true);
         stop = true;
         client_gone_ = true;
         break;

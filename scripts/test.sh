@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds pgward and its tests, and runs every test: unit tests (codec, auth, config) and
+# integration tests (the real pgward binary in front of a real PostgreSQL 15 that the suite starts and stops).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+# The harness runs PostgreSQL as the unprivileged "postgres" user; it must be able to reach the build tree.
+chmod o+rx . 2>/dev/null || true
+
+echo "== release build"
+bash scripts/build.sh
+ctest --test-dir build --output-on-failure --timeout 1800 "$@"
+
+# The same suites again with AddressSanitizer + UndefinedBehaviorSanitizer: every integration test then also checks
+# that the proxy never reads or writes out of bounds, leaks, or hits undefined behaviour on hostile input.
+echo "== ASan+UBSan build"
+PGWARD_BUILD_DIR=build-asan PGWARD_BUILD_TYPE=Debug PGWARD_CMAKE_ARGS="-DPGWARD_SANITIZE=ON" bash scripts/build.sh
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure --timeout 1800 "$@"
