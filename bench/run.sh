@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: pgbench against PostgreSQL directly, through pgward and through PgBouncer.
+# One command: bash bench/run.sh   (see bench/README.md for the knobs)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+
+# ---------------------------------------------------------------- knobs
+quick="${BENCH_QUICK:-0}"
+if [ "$quick" = 1 ]; then
+  duration="${BENCH_DURATION:-3}"
+  reps="${BENCH_REPS:-1}"
+else
+  duration="${BENCH_DURATION:-15}"
+  reps="${BENCH_REPS:-3}"
+fi
+scale="${BENCH_SCALE:-10}"
+workers_list="${BENCH_WORKERS:-1}"
+idle_count="${BENCH_IDLE_CONNS:-10000}"
+pool_size=16
+all_scenarios="select-simple-c1 select-simple-c16 select-simple-c256
+select-extended-c1 select-extended-c16 select-extended-c256
+select-prepared-c1 select-prepared-c16 select-prepared-c256
+tpcb-simple-c16 tpcb-prepared-c16 select1-c16 idle10k-select-c16"
+quick_scenarios="select-simple-c1 select-simple-c256 select-extended-c16 select-prepared-c16 tpcb-simple-c16
+select1-c16 idle10k-select-c16"
+if [ -n "${BENCH_SCENARIOS:-}" ]; then
+  scenarios="$BENCH_SCENARIOS"
+elif [ "$quick" = 1 ]; then
+  scenarios="$quick_scenarios"
+else
+  scenarios="$all_scenarios"
+fi
+scenarios="$(echo $scenarios)"   # one line, single spaces
+n_scen=$(wc -w <<<"$scenarios")
+n_workers=$(wc -w <<<"$workers_list")
+# Whole-run budget: every step below has its own timeout; past this many seconds the remaining runs are skipped.
+estimate=$(( reps * n_scen * (2 + n_workers) * (duration + 12) ))
+max_seconds="${BENCH_MAX_SECONDS:-$(( estimate * 2 + 600 ))}"
+
+PGBENCH="${PG_BIN:-/usr/lib/postgresql/15/bin}/pgbench"
+. scripts/lib-postgres.sh
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- install and build
+log "installing packages (PGWARD_WITH_BENCH=1)"
+if ! PGWARD_WITH_BENCH=1 timeout 1200 bash scripts/install-deps.sh >&2; then
+  log "install-deps failed; carrying on with what is installed"
+fi
+log "building pgward"
+build_note=""
+if ! timeout 3600 bash scripts/build.sh pgward >&2; then
+  if [ -x build/proxy/pgward ]; then
+    build_note="the build failed; the previously built binary was used (it may not match the working tree)"
+  else
+    build_note="the build failed and there is no binary"
+  fi
+  log "$build_note"
+fi
+pgward_bin="$repo/build/proxy/pgward"
+
+# File descriptors: 10k idle clients need 10k+ in the proxy and in the helper. Take as many as we may.
+# Root may raise the hard limit; where it may not (a container), take the hard limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log "open files limit: $(ulimit -n)"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+dir="$(mktemp -d /tmp/pgward-bench.XXXXXX)"
+chmod 755 "$dir"
+mkdir -p "$dir/logs" "$dir/out"
+start_epoch=$(date +%s)
+declare -A PORT=() PID=() DOWN_REASON=()
+helper_pid=""
+
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "$helper_pid" ] && kill "$helper_pid" 2>/dev/null
+  for t in "${!PID[@]}"; do
+    [ -n "${PID[$t]}" ] && kill -INT "${PID[$t]}" 2>/dev/null
+  done
+  sleep 0.5
+  for t in "${!PID[@]}"; do
+    [ -n "${PID[$t]}" ] && kill -KILL "${PID[$t]}" 2>/dev/null
+  done
+  [ -n "${pgb_runuser_pid:-}" ] && kill "$pgb_runuser_pid" 2>/dev/null
+  wait 2>/dev/null
+  pg_stop "$dir"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_port="$(free_port)"
+log "starting PostgreSQL 15 on 127.0.0.1:$pg_port (data in $dir)"
+pg_start "$dir" "$pg_port" || { log "PostgreSQL failed to start:"; cat "$dir/postgres.log" >&2; exit 1; }
+# Direct runs with 256 clients plus every proxy's pool: raise max_connections (the last setting wins).
+cat >>"$dir/data/postgresql.conf" <<CONF
+max_connections = 500
+CONF
+pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w restart >/dev/null ||
+  { log "PostgreSQL failed to restart:"; tail -20 "$dir/postgres.log" >&2; exit 1; }
+pg_sql "$dir" "$pg_port" "CREATE DATABASE bench" || exit 1
+log "pgbench -i -s $scale"
+timeout 900 "$PGBENCH" -i -s "$scale" -q -h "$dir" -p "$pg_port" -U postgres bench >"$dir/init.log" 2>&1 ||
+  { log "pgbench -i failed:"; cat "$dir/init.log" >&2; exit 1; }
+pg_sql "$dir" "$pg_port" "VACUUM ANALYZE" >/dev/null 2>&1 || true
+echo 'SELECT 1;' >"$dir/select1.sql"
+# Pin the binary: a rebuild in the work tree during the run must not change what a restart would start.
+if [ -x "$pgward_bin" ]; then
+  mkdir -p "$dir/bin" && cp "$pgward_bin" "$dir/bin/pgward" && pgward_bin="$dir/bin/pgward"
+fi
+PORT[direct]=$pg_port
+PID[direct]=""
+
+# ---------------------------------------------------------------- helpers
+wait_port() {  # wait_port PORT SECONDS PID
+  local port="$1" secs="$2" pid="$3" i
+  for ((i = 0; i < secs * 10; i++)); do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+probe() {  # probe PORT: one query through the target
+  PGCONNECT_TIMEOUT=5 timeout 15 psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d bench -c 'SELECT 1' 2>&1
+}
+
+proxy_alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+start_pgward() {  # start_pgward TARGET WORKERS
+  local t="$1" w="$2" port admin_port
+  port="$(free_port)"
+  admin_port="$(free_port)"
+  mkdir -p "$dir/$t"
+  cat >"$dir/$t/pgward.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$port"
+max_client_conn = 11000
+workers = $w
+log_level = "warn"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+
+[auth]
+type = "trust"
+
+[pool]
+mode = "transaction"
+size = $pool_size
+
+[[database]]
+name = "bench"
+host = "127.0.0.1"
+port = $pg_port
+TOML
+  if [ ! -x "$pgward_bin" ]; then
+    DOWN_REASON[$t]="no binary at $pgward_bin"
+    return 1
+  fi
+  "$pgward_bin" --config "$dir/$t/pgward.toml" >>"$dir/$t/pgward.log" 2>&1 &
+  PID[$t]=$!
+  PORT[$t]=$port
+  if ! wait_port "$port" 20 "${PID[$t]}"; then
+    DOWN_REASON[$t]="did not start: $(tail -5 "$dir/$t/pgward.log" | tr '\n' ' ')"
+    kill -KILL "${PID[$t]}" 2>/dev/null
+    PID[$t]=""
+    return 1
+  fi
+  local out
+  if ! out="$(probe "$port")"; then
+    DOWN_REASON[$t]="started but SELECT 1 failed: $(echo "$out" | tr '\n' ' ')"
+    return 1
+  fi
+  return 0
+}
+
+pgb_runuser_pid=""
+start_pgbouncer() {
+  local t=pgbouncer port d="$dir/pgbouncer"
+  if ! command -v pgbouncer >/dev/null; then
+    DOWN_REASON[$t]="pgbouncer is not installed"
+    return 1
+  fi
+  port="$(free_port)"
+  mkdir -p "$d"
+  echo '"postgres" ""' >"$d/userlist.txt"
+  cat >"$d/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+listen_backlog = 4096
+unix_socket_dir =
+auth_type = trust
+auth_file = $d/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+default_pool_size = $pool_size
+max_client_conn = 11000
+ignore_startup_parameters = extra_float_digits
+logfile = $d/pgbouncer.log
+pidfile = $d/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
+log_stats = 0
+stats_period = 3600
+INI
+  chown -R postgres: "$d"
+  rm -f "$d/pgbouncer.pid"
+  if [ "$(id -u)" -eq 0 ]; then
+    # runuser goes through PAM, which may lower the soft open-files limit again: raise it inside.
+    runuser -u postgres -- sh -c 'ulimit -n "$1" 2>/dev/null; exec pgbouncer "$2"' sh "$(ulimit -n)" \
+      "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
+  else
+    pgbouncer "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
+  fi
+  pgb_runuser_pid=$!
+  PORT[$t]=$port
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$d/pgbouncer.pid" ] && break
+    kill -0 "$pgb_runuser_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  PID[$t]="$(cat "$d/pgbouncer.pid" 2>/dev/null)"
+  if [ -z "${PID[$t]}" ] || ! wait_port "$port" 20 "${PID[$t]}"; then
+    DOWN_REASON[$t]="did not start: $(cat "$d/stderr.log" 2>/dev/null; tail -5 "$d/pgbouncer.log" 2>/dev/null)"
+    DOWN_REASON[$t]="$(echo "${DOWN_REASON[$t]}" | tr '\n' ' ')"
+    PID[$t]=""
+    return 1
+  fi
+  local out
+  if ! out="$(probe "$port")"; then
+    DOWN_REASON[$t]="started but SELECT 1 failed: $(echo "$out" | tr '\n' ' ')"
+    return 1
+  fi
+  return 0
+}
+
+start_target() {
+  case "$1" in
+    pgward*) start_pgward "$1" "${WORKERS[$1]}" ;;
+    pgbouncer) start_pgbouncer ;;
+  esac
+}
+
+cpu_ticks() {  # utime+stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo ""; return; }
+  stat="${stat##*) }"     # fields from 3 on
+  awk '{print $12 + $13}' <<<"$stat"
+}
+status_kb() {  # status_kb PID FIELD
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- targets
+declare -A WORKERS=()
+targets=(direct)
+for w in $workers_list; do
+  if [ "$n_workers" -gt 1 ]; then t="pgward-w$w"; else t="pgward"; fi
+  WORKERS[$t]=$w
+  targets+=("$t")
+done
+targets+=(pgbouncer)
+declare -a active=()
+for t in "${targets[@]}"; do
+  if [ "$t" = direct ]; then active+=(direct); continue; fi
+  log "starting $t"
+  if start_target "$t"; then
+    log "$t listening on 127.0.0.1:${PORT[$t]} (pid ${PID[$t]}, open files limit $(awk '/Max open files/ {print $4}' "/proc/${PID[$t]}/limits"))"
+    active+=("$t")
+  else
+    log "$t unavailable: ${DOWN_REASON[$t]}"
+    log "carrying on without $t"
+  fi
+done
+
+# ---------------------------------------------------------------- one run
+results="$dir/results.tsv"
+printf 'rep\tscenario\ttarget\tstatus\texit\ttps\tlat_ms\tp99_ms\tfailed_tx\taborted_clients\ttx\tcpu_us_per_tx\trss_kb\thwm_kb\tidle_ok\tnote\n' >"$results"
+clk_tck=$(getconf CLK_TCK)
+
+record() {  # record REP SCENARIO TARGET STATUS EXIT TPS LAT P99 FAILED ABORTED TX CPU RSS HWM IDLE NOTE
+  local IFS=$'\t'
+  echo "$*" >>"$results"
+}
+
+scenario_args() {  # sets SC_CLIENTS and SC_ARGS for a scenario name; returns 1 for an unknown one
+  local name="$1"
+  SC_ARGS=()
+  case "$name" in
+    select-simple-c*|select-extended-c*|select-prepared-c*)
+      local mode="${name#select-}"; mode="${mode%%-*}"
+      SC_CLIENTS="${name##*-c}"; SC_ARGS=(-S -M "$mode") ;;
+    tpcb-simple-c*|tpcb-prepared-c*)
+      local mode="${name#tpcb-}"; mode="${mode%%-*}"
+      SC_CLIENTS="${name##*-c}"; SC_ARGS=(-M "$mode") ;;
+    select1-c*) SC_CLIENTS="${name##*-c}"; SC_ARGS=(-M simple -f "$dir/select1.sql") ;;
+    idle10k-select-c*) SC_CLIENTS="${name##*-c}"; SC_ARGS=(-S -M simple) ;;
+    *) return 1 ;;
+  esac
+  [[ "$SC_CLIENTS" =~ ^[0-9]+$ ]]
+}
+
+stop_helper() {
+  if [ -n "$helper_pid" ]; then
+    kill "$helper_pid" 2>/dev/null
+    wait "$helper_pid" 2>/dev/null
+    helper_pid=""
+  fi
+}
+
+run_one() {  # run_one REP SCENARIO TARGET
+  local rep="$1" sc="$2" t="$3" port pid note="" idle_ok=""
+  if ! scenario_args "$sc"; then
+    log "unknown scenario $sc"
+    record "$rep" "$sc" "$t" "unknown-scenario" "" "" "" "" "" "" "" "" "" "" "" ""
+    return
+  fi
+  if [[ "$sc" == idle10k-* ]] && [ "$t" = direct ]; then
+    record "$rep" "$sc" "$t" "n/a" "" "" "" "" "" "" "" "" "" "" "" "not run against PostgreSQL directly"
+    log "rep $rep $sc $t: n/a"
+    return
+  fi
+  if [ $(( $(date +%s) - start_epoch )) -gt "$max_seconds" ]; then
+    record "$rep" "$sc" "$t" "skipped" "" "" "" "" "" "" "" "" "" "" "" "time budget (${max_seconds}s) used up"
+    log "rep $rep $sc $t: skipped, time budget used up"
+    return
+  fi
+  if [ "$t" != direct ] && ! proxy_alive "$t"; then
+    local why="process ${PID[$t]:-?} is gone"
+    log "$t is not running ($why); restarting it"
+    [ -f "$dir/$t/pgward.log" ] && tail -20 "$dir/$t/pgward.log" >&2
+    if start_target "$t"; then
+      note="restarted after the proxy died; "
+    else
+      record "$rep" "$sc" "$t" "proxy-down" "" "" "" "" "" "" "" "" "" "" "" "${DOWN_REASON[$t]}"
+      return
+    fi
+  fi
+  port="${PORT[$t]}"
+  pid="${PID[$t]:-}"
+
+  if [[ "$sc" == idle10k-* ]]; then
+    local st="$dir/idle.status"
+    rm -f "$st"
+    timeout -k 5 900 /usr/bin/python3 "$repo/bench/idle_conns.py" 127.0.0.1 "$port" postgres bench "$idle_count" \
+      --timeout 120 --status "$st" >>"$dir/idle.log" 2>&1 &
+    helper_pid=$!
+    local i
+    for ((i = 0; i < 1300; i++)); do
+      [ -s "$st" ] && break
+      kill -0 "$helper_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    local line; line="$(cat "$st" 2>/dev/null)"
+    idle_ok="$(sed -n 's/^ok=\([0-9]*\).*/\1/p' <<<"$line")"
+    log "idle connections to $t: ${line:-helper failed: $(tail -3 "$dir/idle.log")}"
+    [ "${idle_ok:-0}" -lt "$idle_count" ] && note+="only ${idle_ok:-0}/$idle_count idle connections: $(sed -n 's/.*first_error=//p' <<<"$line"); "
+  fi
+
+  local c0="" c1="" rss="" hwm="" prefix="$dir/logs/run" out="$dir/out/$rep-$sc-$t.txt"
+  rm -f "$dir"/logs/run*
+  [ -n "$pid" ] && c0="$(cpu_ticks "$pid")"
+  (cd "$dir/logs" && timeout -k 10 $((duration + 120)) "$PGBENCH" -h 127.0.0.1 -p "$port" -U postgres -n \
+    -j 2 -c "$SC_CLIENTS" -T "$duration" "${SC_ARGS[@]}" -l --log-prefix="$prefix" bench) >"$out" 2>&1
+  local rc=$?
+  if [ -n "$pid" ]; then
+    c1="$(cpu_ticks "$pid")"
+    rss="$(status_kb "$pid" VmRSS)"
+    hwm="$(status_kb "$pid" VmHWM)"
+  fi
+  stop_helper
+
+  local tps lat failed tx aborted p99="" status="ok" cpu=""
+  tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out" | head -1)"
+  lat="$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -1)"
+  failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -1)"
+  tx="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
+  aborted="$(grep -cE 'client [0-9]+ (script [0-9]+ )?aborted' "$out")"
+  # p99 from the per-transaction logs: field 3 is the transaction's time in microseconds.
+  if compgen -G "$prefix.*" >/dev/null; then
+    p99="$(cat "$prefix".* | awk '$3 ~ /^[0-9]+$/ {print $3}' | sort -n -S 200M |
+      awk '{v[NR] = $1} END {if (NR) {i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; printf "%.3f", v[i] / 1000}}')"
+  fi
+  rm -f "$dir"/logs/run*
+  if [ -n "$c0" ] && [ -n "$c1" ] && [ -n "$tx" ] && [ "$tx" -gt 0 ]; then
+    cpu="$(awk -v a="$c0" -v b="$c1" -v hz="$clk_tck" -v n="$tx" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')"
+  fi
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    status="timeout"
+  elif [ "$rc" != 0 ] || [ "${aborted:-0}" -gt 0 ] || [ "${failed:-0}" -gt 0 ] || [ -z "$tps" ]; then
+    status="errors"
+  fi
+  if [ "$status" != ok ]; then
+    local first_err
+    first_err="$(grep -m1 -E 'error|FATAL|ERROR' "$out" | cut -c1-300)"
+    note+="pgbench exit $rc; ${first_err}"
+  fi
+  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    status="proxy-died"
+    note+=" the proxy process exited during the run"
+    log "$t DIED during $sc (rep $rep); last log lines:"
+    tail -20 "$dir/$t/pgward.log" "$dir/pgbouncer/pgbouncer.log" 2>/dev/null >&2
+  fi
+  note="$(echo "$note" | tr '\t\n' '  ' | sed 's/^ *//; s/[ ;]*$//')"
+  record "$rep" "$sc" "$t" "$status" "$rc" "$tps" "$lat" "$p99" "${failed:-}" "${aborted:-0}" "${tx:-}" "$cpu" \
+    "$rss" "$hwm" "$idle_ok" "$note"
+  log "rep $rep $sc $t: $status tps=${tps:--} lat=${lat:--}ms p99=${p99:--}ms failed=${failed:--} aborted=${aborted:-0} cpu_us/tx=${cpu:--} rss_kb=${rss:--}${note:+ ($note)}"
+}
+
+# ---------------------------------------------------------------- the runs
+log "targets: ${active[*]}; scenarios: $scenarios; -T $duration, $reps rep(s); budget ${max_seconds}s"
+for ((rep = 1; rep <= reps; rep++)); do
+  for sc in $scenarios; do
+    for t in "${active[@]}"; do
+      run_one "$rep" "$sc" "$t"
+    done
+  done
+done
+
+# ---------------------------------------------------------------- report
+stamp="$(date +%Y-%m-%d-%H%M)-$(hostname -s)"
+outdir="$repo/bench/results"
+mkdir -p "$outdir"
+pg_version="$("$PG_BIN/postgres" --version 2>/dev/null)"
+pgb_version="$(pgbouncer --version 2>/dev/null | head -1)"
+pgward_version="$("$pgward_bin" --version 2>/dev/null | head -1)"
+down_json="$(for t in "${targets[@]}"; do [ -n "${DOWN_REASON[$t]:-}" ] && printf '%s\t%s\n' "$t" "${DOWN_REASON[$t]}"; done)"
+export BENCH_META_TARGETS="${targets[*]}" BENCH_META_SCENARIOS="$scenarios" BENCH_META_DURATION="$duration" \
+  BENCH_META_REPS="$reps" BENCH_META_SCALE="$scale" BENCH_META_POOL="$pool_size" BENCH_META_IDLE="$idle_count" \
+  BENCH_META_PG="$pg_version" BENCH_META_PGB="$pgb_version" BENCH_META_PGWARD="$pgward_version" \
+  BENCH_META_DOWN="$down_json" BENCH_META_QUICK="$quick" BENCH_META_WORKERS="$workers_list" \
+  BENCH_META_ELAPSED="$(( $(date +%s) - start_epoch ))" BENCH_META_BUILD_NOTE="$build_note"
+/usr/bin/python3 "$repo/bench/report.py" "$results" "$outdir/$stamp" || log "report failed"
+if command -v gnuplot >/dev/null && [ -f "$outdir/$stamp.dat" ]; then
+  gnuplot "$outdir/$stamp.gp" 2>"$dir/gnuplot.err" || { log "gnuplot failed:"; cat "$dir/gnuplot.err" >&2; }
+fi
+rm -f "$outdir/$stamp.dat" "$outdir/$stamp.gp"
+log "wrote $outdir/$stamp.md, .json$( [ -f "$outdir/$stamp.png" ] && echo ', .png')"
+# What the proxies complained about goes to stderr for the record (pgward logs at warn; PgBouncer's warnings).
+for t in "${targets[@]}"; do
+  f="$dir/$t/pgward.log"
+  if [ -s "$f" ]; then
+    log "$t log: $(wc -l <"$f") lines, the last 20:"
+    tail -20 "$f" >&2
+  fi
+done
+if [ -s "$dir/pgbouncer/pgbouncer.log" ] && grep -qE ' (WARNING|ERROR|FATAL) ' "$dir/pgbouncer/pgbouncer.log"; then
+  log "pgbouncer warnings and errors (the last 20):"
+  grep -E ' (WARNING|ERROR|FATAL) ' "$dir/pgbouncer/pgbouncer.log" | tail -20 >&2
+fi
