@@ -35,7 +35,7 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
     std::lock_guard lock(mu_);
     const auto now = Clock::now();
     // Waiters ahead of us keep their turn: only take from the idle list when nobody queues.
-    while (waiters_.empty() && !idle_.empty()) {
+    while (!paused_ && waiters_.empty() && !idle_.empty()) {
       ServerPtr s = std::move(idle_.back());
       idle_.pop_back();
       if (expired(*s, now) || !s->healthy()) {
@@ -45,7 +45,7 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
       ++active_;
       co_return Checkout{Outcome::server, std::move(s)};
     }
-    if (waiters_.empty() && idle_.size() + active_ + connecting_ < settings_.size) {
+    if (!paused_ && waiters_.empty() && idle_.size() + active_ + connecting_ < settings_.size) {
       ++connecting_;
       co_return Checkout{Outcome::connect, nullptr};
     }
@@ -66,7 +66,7 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
 }
 
 bool Pool::hand_to_waiter_locked(ServerPtr server) {
-  if (waiters_.empty()) return false;
+  if (waiters_.empty() || paused_) return false;
   WaiterPtr w = std::move(waiters_.front());
   waiters_.pop_front();
   w->served = true;
@@ -91,6 +91,7 @@ void Pool::connected(const ServerPtr&) {
 void Pool::connect_failed() {
   std::lock_guard lock(mu_);
   --connecting_;
+  ++connect_failures_;
   // The freed slot goes to the next waiter, which tries to connect in turn.
   if (idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
 }
@@ -150,7 +151,46 @@ void Pool::update_settings(const config::PoolSettings& settings) {
   std::lock_guard lock(mu_);
   settings_ = settings;
   // A larger bound may let waiters connect right away.
-  while (!waiters_.empty() && idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
+  serve_waiters_locked(Clock::now());
+}
+
+void Pool::serve_waiters_locked(Clock::time_point now) {
+  while (!waiters_.empty() && !paused_) {
+    if (!idle_.empty()) {
+      ServerPtr s = std::move(idle_.back());
+      idle_.pop_back();
+      if (expired(*s, now) || !s->healthy()) {
+        close_locked(s);
+        continue;
+      }
+      hand_to_waiter_locked(std::move(s));
+    } else if (idle_.size() + active_ + connecting_ < settings_.size) {
+      hand_to_waiter_locked(nullptr);
+    } else {
+      break;
+    }
+  }
+}
+
+void Pool::pause() {
+  std::lock_guard lock(mu_);
+  paused_ = true;
+}
+
+void Pool::resume() {
+  std::lock_guard lock(mu_);
+  paused_ = false;
+  serve_waiters_locked(Clock::now());
+}
+
+bool Pool::paused() const {
+  std::lock_guard lock(mu_);
+  return paused_;
+}
+
+std::vector<ServerPtr> Pool::idle_servers() const {
+  std::lock_guard lock(mu_);
+  return idle_;
 }
 
 config::PoolSettings Pool::settings() const {
@@ -169,6 +209,9 @@ PoolStats Pool::stats() const {
   s.wait_timeouts = wait_timeouts_;
   s.servers_opened = opened_;
   s.servers_closed = closed_;
+  s.connect_failures = connect_failures_;
+  s.min_size = settings_.min_size;
+  s.paused = paused_;
   return s;
 }
 

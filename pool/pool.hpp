@@ -43,6 +43,9 @@ struct PoolStats {
   std::uint64_t wait_timeouts = 0;  // clients that gave up waiting (53300)
   std::uint64_t servers_opened = 0;
   std::uint64_t servers_closed = 0;
+  std::uint64_t connect_failures = 0;
+  std::uint32_t min_size = 0;
+  bool paused = false;
 };
 
 class Pool {
@@ -78,6 +81,14 @@ class Pool {
   // Closes every idle server (shutdown).
   void close_idle();
 
+  // While paused, checkout() queues every caller (FIFO, same deadline) even when a server is idle; servers in use
+  // are unaffected and come back to the idle list as usual. resume() serves the queue in order.
+  void pause();
+  void resume();
+  bool paused() const;
+  // The idle servers right now (for the admin views).
+  std::vector<ServerPtr> idle_servers() const;
+
   void update_settings(const config::PoolSettings& settings);
   config::PoolSettings settings() const;
   PoolStats stats() const;
@@ -98,6 +109,8 @@ class Pool {
   void close_locked(const ServerPtr& s);
   // Gives a free slot or server to the first waiter; caller holds mu_. Returns true when one was served.
   bool hand_to_waiter_locked(ServerPtr server);
+  // Serves waiters from the idle list and free slots while any are available; caller holds mu_.
+  void serve_waiters_locked(Clock::time_point now);
 
   const std::string database_;
   const std::string user_;
@@ -110,6 +123,8 @@ class Pool {
   std::uint64_t wait_timeouts_ = 0;
   std::uint64_t opened_ = 0;
   std::uint64_t closed_ = 0;
+  std::uint64_t connect_failures_ = 0;
+  bool paused_ = false;
   Params server_params_;
   bool have_params_ = false;
 };

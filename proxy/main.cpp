@@ -5,6 +5,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "admin/admin.hpp"
 #include "config/config.hpp"
 #include "proxy/proxy.hpp"
 
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
 
   try {
     pgward::proxy::Proxy proxy(cfg, path);
+    proxy.add_service(pgward::admin::make_admin_server(proxy, PGWARD_VERSION));
     return proxy.run();
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());

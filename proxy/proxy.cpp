@@ -4,6 +4,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <csignal>
 
 #include "protocol/auth.hpp"
@@ -61,6 +63,7 @@ Proxy::Proxy(std::shared_ptr<const config::Config> config, std::string config_pa
     : config_path_(std::move(config_path)), config_(std::move(config)) {
   for (std::uint32_t i = 1; i < config_->workers; ++i) workers_.push_back(std::make_unique<asio::io_context>(1));
   if (!workers_.empty()) workers_.insert(workers_.begin(), nullptr);  // slot 0 is main_
+  stats_.start_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 Proxy::~Proxy() = default;
@@ -83,6 +86,8 @@ PoolEntry& Proxy::pool_for(const config::Database& db, const std::string& client
   if (!slot) {
     auto cfg = config();
     slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user));
+    std::lock_guard pause_lock(pause_mu_);
+    if (is_paused_locked(db.name)) slot->pool.pause();
   }
   return *slot;
 }
@@ -119,9 +124,11 @@ void Proxy::cancel(const protocol::CancelRequest& key, asio::any_io_executor exe
     server_key = slot->server_key;
   }
   if (!target) {
+    stats::add(stats_.cancel_ignored);
     spdlog::info("cancel request with an unknown key or for an idle client: ignored");
     return;
   }
+  stats::add(stats_.cancel_forwarded);
   // "Canceling Requests in Progress": a new connection carrying only the server's key.
   asio::co_spawn(
       exec,
@@ -150,6 +157,7 @@ bool Proxy::client_arrived() {
   const auto limit = config()->max_client_conn;
   if (clients_.fetch_add(1) >= limit) {
     --clients_;
+    stats::add(stats_.clients_refused_max_conn);
     return false;
   }
   return true;
@@ -172,6 +180,7 @@ void Proxy::start_accept(asio::ip::tcp::acceptor& acceptor) {
             co_await t.async_wait(as_tuple(use_awaitable));
             continue;
           }
+          stats::add(stats_.clients_accepted);
           auto session = std::make_shared<Session>(*this, std::move(sock), next_client_id_++);
           session->start();
         }
@@ -217,27 +226,125 @@ void Proxy::start_upkeep() {
       asio::detached);
 }
 
-void Proxy::reload() {
+ReloadResult Proxy::reload() {
   std::shared_ptr<const config::Config> fresh;
   try {
     fresh = std::make_shared<const config::Config>(config::load_config(config_path_));
   } catch (const config::ConfigError& e) {
+    stats::add(stats_.reloads_failed);
     spdlog::error("reload failed, keeping the running configuration: {}", e.what());
-    return;
+    return {false, e.what()};
   }
   {
     std::lock_guard lock(config_mu_);
     if (fresh->listen != config_->listen) spdlog::warn("reload: [proxy] listen changes need a restart");
+    if (fresh->admin_listen != config_->admin_listen) spdlog::warn("reload: [admin] listen changes need a restart");
     config_ = fresh;
   }
-  std::lock_guard lock(pools_mu_);
-  for (auto& [key, entry] : pools_) {
-    if (const auto* db = fresh->find_database(key.first)) {
-      entry->pool.update_settings(db->pool);
-      entry->target = make_target(*fresh, *db, key.second);
+  {
+    std::lock_guard lock(pools_mu_);
+    for (auto& [key, entry] : pools_) {
+      if (const auto* db = fresh->find_database(key.first)) {
+        entry->removed = false;
+        entry->pool.update_settings(db->pool);
+        entry->target = make_target(*fresh, *db, key.second);
+      } else if (!entry->removed.exchange(true)) {
+        // Gone from the file: clients already in keep their server pool until they leave, but nothing stays warm
+        // and idle servers close at the next upkeep.
+        auto settings = entry->pool.settings();
+        settings.min_size = 0;
+        settings.server_idle_timeout = config::Duration(0);
+        entry->pool.update_settings(settings);
+        entry->pool.close_idle();
+        spdlog::info("reload: database {} removed; its pool for user {} drains", key.first, key.second);
+      }
     }
   }
+  // New databases with a fixed server user get their pool now, so that min_size warms it.
+  for (const auto& db : fresh->databases)
+    if (db.user) pool_for(db, *db.user);
+  stats::add(stats_.reloads_ok);
+  stats_.last_reload_success_time =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   spdlog::info("configuration reloaded from {}", config_path_);
+  return {true, {}};
+}
+
+std::vector<PoolEntry*> Proxy::pools() {
+  std::lock_guard lock(pools_mu_);
+  std::vector<PoolEntry*> out;
+  out.reserve(pools_.size());
+  for (auto& [k, e] : pools_) out.push_back(e.get());
+  return out;
+}
+
+std::vector<std::shared_ptr<ClientInfo>> Proxy::clients() {
+  std::lock_guard lock(sessions_mu_);
+  std::vector<std::shared_ptr<ClientInfo>> out;
+  out.reserve(sessions_.size());
+  for (auto& [id, info] : sessions_) out.push_back(info);
+  return out;
+}
+
+void Proxy::register_session(std::shared_ptr<ClientInfo> info) {
+  std::lock_guard lock(sessions_mu_);
+  const auto id = info->id;
+  sessions_.emplace(id, std::move(info));
+}
+
+void Proxy::unregister_session(std::uint64_t id) {
+  std::lock_guard lock(sessions_mu_);
+  sessions_.erase(id);
+}
+
+bool Proxy::is_paused_locked(const std::string& database) const {
+  return paused_all_ || std::ranges::find(paused_dbs_, database) != paused_dbs_.end();
+}
+
+bool Proxy::pause(const std::string& database) {
+  if (!database.empty() && !config()->find_database(database)) return false;
+  std::lock_guard lock(pools_mu_);
+  std::lock_guard pause_lock(pause_mu_);
+  if (database.empty()) {
+    paused_all_ = true;
+  } else if (!is_paused_locked(database)) {
+    paused_dbs_.push_back(database);
+  }
+  for (auto& [key, entry] : pools_)
+    if (database.empty() || key.first == database) entry->pool.pause();
+  spdlog::info("paused {}", database.empty() ? std::string("all databases") : "database " + database);
+  return true;
+}
+
+bool Proxy::resume(const std::string& database) {
+  const bool known = database.empty() || config()->find_database(database);
+  std::lock_guard lock(pools_mu_);
+  std::lock_guard pause_lock(pause_mu_);
+  if (!known && std::ranges::find(paused_dbs_, database) == paused_dbs_.end()) return false;
+  if (database.empty()) {
+    paused_all_ = false;
+    paused_dbs_.clear();
+  } else {
+    std::erase(paused_dbs_, database);
+  }
+  for (auto& [key, entry] : pools_)
+    if (!is_paused_locked(key.first)) entry->pool.resume();
+  spdlog::info("resumed {}", database.empty() ? std::string("all databases") : "database " + database);
+  return true;
+}
+
+std::vector<std::string> Proxy::paused() const {
+  std::lock_guard lock(pause_mu_);
+  if (paused_all_) return {"*"};
+  return paused_dbs_;
+}
+
+void Proxy::terminate_clients() {
+  for (auto& info : clients()) {
+    asio::post(info->executor, [weak = info->session] {
+      if (auto session = weak.lock()) session->terminate();
+    });
+  }
 }
 
 void Proxy::drain() {
@@ -258,6 +365,13 @@ void Proxy::drain() {
           co_await t.async_wait(as_tuple(use_awaitable));
         }
         if (linked_ > 0) spdlog::warn("shutdown_timeout reached with {} transactions in flight", linked_.load());
+        // Whoever is left hears why before the connection goes: FATAL 57P01, as PostgreSQL's smart shutdown.
+        terminate_clients();
+        const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        while (!clients().empty() && std::chrono::steady_clock::now() < grace) {
+          t.expires_after(std::chrono::milliseconds(20));
+          co_await t.async_wait(as_tuple(use_awaitable));
+        }
         stop();
       },
       asio::detached);
@@ -273,6 +387,7 @@ void Proxy::stop() {
     std::lock_guard lock(pools_mu_);
     for (auto& [k, e] : pools_) e->pool.close_idle();
   }
+  for (auto& s : services_) s->stop();
   main_.stop();
   for (auto& w : workers_)
     if (w) w->stop();
@@ -293,6 +408,7 @@ int Proxy::run() {
     acceptors_.push_back(std::move(acceptor));
   }
   for (auto& a : acceptors_) start_accept(*a);
+  for (auto& s : services_) s->start();
 
   // Pools with a fixed server user exist from the start, so that min_size warms them before the first client.
   for (const auto& db : cfg->databases)
@@ -304,7 +420,7 @@ int Proxy::run() {
                                                                               int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
-      reload();
+      (void)reload();
     } else if (sig == SIGTERM) {
       drain();
     } else {

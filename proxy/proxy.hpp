@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,7 +16,9 @@
 #include "config/config.hpp"
 #include "pool/pool.hpp"
 #include "protocol/codec.hpp"
+#include "proxy/client_info.hpp"
 #include "proxy/server_conn.hpp"
+#include "proxy/stats.hpp"
 
 namespace pgward::proxy {
 
@@ -30,8 +33,25 @@ struct CancelSlot {
 struct PoolEntry {
   pool::Pool pool;
   ServerTarget target;
+  stats::PoolStats stats;
+  // The database left the configuration on a reload: no new clients; the pool empties as its clients leave.
+  std::atomic<bool> removed{false};
   PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t)
       : pool(std::move(db), std::move(user), s), target(std::move(t)) {}
+};
+
+// Something that runs beside the proxy on its main io_context (the admin HTTP server): started by run() once the
+// listeners are bound, stopped when the proxy stops.
+class Service {
+ public:
+  virtual ~Service() = default;
+  virtual void start() = 0;
+  virtual void stop() = 0;
+};
+
+struct ReloadResult {
+  bool ok = false;
+  std::string message;  // the reason when !ok
 };
 
 class Proxy {
@@ -61,13 +81,37 @@ class Proxy {
   void server_unlinked() { --linked_; }
   bool draining() const { return draining_; }
 
+  // --- used by the admin port (and signals) ---
+  void add_service(std::unique_ptr<Service> service) { services_.push_back(std::move(service)); }
+  boost::asio::io_context& main_context() { return main_; }
+  stats::GlobalStats& stats() { return stats_; }
+  // Every pool created so far (entries live as long as the proxy).
+  std::vector<PoolEntry*> pools();
+  // Every live session, in arrival order.
+  std::vector<std::shared_ptr<ClientInfo>> clients();
+  void register_session(std::shared_ptr<ClientInfo> info);
+  void unregister_session(std::uint64_t id);
+  std::size_t logged_in_clients() const { return clients_.load(std::memory_order_relaxed); }
+
+  // Re-reads the config file; a bad file keeps the running configuration. Counted in the reload metrics.
+  ReloadResult reload();
+  // Pause/resume one database (or all when empty): transactions in flight finish, new ones wait in the pool.
+  // pause() returns false for an unknown database.
+  bool pause(const std::string& database);
+  bool resume(const std::string& database);
+  // Databases paused right now ("*" when all are).
+  std::vector<std::string> paused() const;
+  // Starts the drain (SIGTERM).
+  void drain();
+
  private:
   void start_accept(boost::asio::ip::tcp::acceptor& acceptor);
   boost::asio::io_context& next_worker();
   void start_upkeep();
-  void reload();
-  void drain();
   void stop();
+  bool is_paused_locked(const std::string& database) const;
+  // Sends FATAL 57P01 to every remaining client (end of a drain).
+  void terminate_clients();
 
   const std::string config_path_;
   mutable std::mutex config_mu_;
@@ -88,6 +132,16 @@ class Proxy {
   std::atomic<std::int64_t> linked_{0};
   std::atomic<bool> draining_{false};
   std::uint64_t next_client_id_ = 1;
+
+  stats::GlobalStats stats_;
+  std::vector<std::unique_ptr<Service>> services_;
+
+  std::mutex sessions_mu_;
+  std::map<std::uint64_t, std::shared_ptr<ClientInfo>> sessions_;
+
+  mutable std::mutex pause_mu_;
+  bool paused_all_ = false;
+  std::vector<std::string> paused_dbs_;
 };
 
 }  // namespace pgward::proxy

@@ -11,6 +11,7 @@
 
 #include "pool/pool.hpp"
 #include "protocol/codec.hpp"
+#include "proxy/prepared.hpp"
 
 namespace pgward::proxy {
 
@@ -52,6 +53,8 @@ class ServerConn final : public pool::Server {
   Params params;
   // Names pgward SET that the server does not report (so that RESET is needed before another client).
   std::vector<std::string> set_unreported;
+  // Prepared statements this server holds under pgward's names (bounded by max_prepared_statements).
+  ServerStatements statements;
 
   // Receive buffer: bytes [rpos, rend) are unread.
   std::string rbuf;

@@ -30,6 +30,7 @@ constexpr std::uint32_t kMaxLoginMessage = 8 * 1024;
 // Largest server message the relay looks inside (ReadyForQuery, ParameterStatus); the rest stream through.
 constexpr std::uint32_t kMaxServerMessage = 0x40000000 + 64;
 constexpr auto kLoginTimeout = std::chrono::seconds(60);
+constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 
 // The session parameters every client keeps across servers (the GUC_REPORT ones clients care about).
 constexpr std::string_view kTrackedParams[] = {"client_encoding",  "DateStyle",
@@ -110,6 +111,7 @@ Session::~Session() {
 }
 
 void Session::start() {
+  track_.start(proxy_, shared_from_this(), id_, peer_, client_.get_executor());
   asio::co_spawn(client_.get_executor(), [self = shared_from_this()] { return self->run(); }, asio::detached);
 }
 
@@ -132,17 +134,22 @@ asio::awaitable<bool> Session::fill_client() {
     auto [wec] = co_await client_.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
     if (wec) co_return false;
   }
-  if (cbuf_.size() != kClientBufferSize) cbuf_.resize(kClientBufferSize);
   if (cpos_ > 0) {
     std::memmove(cbuf_.data(), cbuf_.data() + cpos_, cend_ - cpos_);
     cend_ -= cpos_;
     cpos_ = 0;
   }
+  // A message that must be seen whole (rewritten prepared-statement messages) may need more than the usual
+  // buffer; its length was checked against max_message_size before we got here.
+  const std::size_t capacity = std::max(kClientBufferSize, client_want_);
+  if (cbuf_.size() != capacity) cbuf_.resize(capacity);
+  client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
   auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
                                                   as_tuple(use_awaitable));
   if (ec) co_return false;
   cend_ += n;
+  track_.received(n);
   co_return true;
 }
 
@@ -164,6 +171,7 @@ asio::awaitable<std::optional<pr::Message>> Session::read_client_message(std::ui
 asio::awaitable<bool> Session::send_client(std::string_view bytes) {
   auto [ec, n] =
       co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(use_awaitable));
+  track_.sent(n);
   co_return !ec;
 }
 
@@ -171,6 +179,7 @@ asio::awaitable<void> Session::send_error(std::string_view sqlstate, std::string
                                           std::string_view detail) {
   std::string out;
   pr::put_error_response(out, {fatal ? "FATAL" : "ERROR", sqlstate, message, detail});
+  track_.proxy_error(sqlstate);
   if (fatal) {
     spdlog::info("client {} closed by pgward: {} ({})", id_, message, sqlstate);
   } else {
@@ -362,6 +371,8 @@ asio::awaitable<bool> Session::authenticate() {
 asio::awaitable<bool> Session::finish_login() {
   pool_ = &proxy_.pool_for(*database_, user_);
   const auto mode = database_->pool.mode;
+  // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
+  rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;
 
   // The server's defaults tell the client what it has unless it asked otherwise. When pgward knows no defaults
   // yet, or the client asked for values of its own, one server checks them now: a bad value then fails the
@@ -409,6 +420,7 @@ asio::awaitable<bool> Session::finish_login() {
   if (!co_await send_client(out)) co_return false;
   spdlog::info("client {} logged in: user {} database {} ({} mode)", id_, user_, database_->name,
                config::to_string(mode));
+  track_.logged_in(pool_, database_->name, user_, server_ != nullptr);
   co_return true;
 }
 
@@ -416,15 +428,24 @@ asio::awaitable<bool> Session::finish_login() {
 // server checkout
 
 asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& server) {
+  // The common case, every value already in place, costs a few map lookups and no allocation.
+  std::vector<const std::string*> differing;
+  for (const auto& [k, v] : client_params_) {
+    auto it = server.params.find(k);
+    if (it == server.params.end() || it->second != v) differing.push_back(&k);
+  }
+  const bool stale_unreported =
+      std::any_of(server.set_unreported.begin(), server.set_unreported.end(),
+                  [&](const std::string& n) { return !client_params_.contains(n); });
+  if (differing.empty() && !stale_unreported) co_return std::nullopt;
+
   const auto defaults = pool_->pool.server_params();
   std::string sql;
   std::vector<std::string> unreported;
-  for (const auto& [k, v] : client_params_) {
-    auto it = server.params.find(k);
-    if (it != server.params.end() && it->second == v) continue;
-    sql += set_statement(k, v);
+  for (const std::string* k : differing) {
+    sql += set_statement(*k, client_params_[*k]);
     sql += ';';
-    if (!defaults.contains(k)) unreported.push_back(k);
+    if (!defaults.contains(*k)) unreported.push_back(*k);
   }
   for (const auto& name : server.set_unreported) {
     if (client_params_.contains(name)) continue;
@@ -450,7 +471,9 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
 asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
   const auto settings = pool_->pool.settings();
   auto exec = client_.get_executor();
+  const auto wait_start = track_.begin_wait(pool_);
   auto checkout = co_await pool_->pool.checkout(exec, pool::Clock::now() + settings.wait_timeout);
+  track_.end_wait(wait_start);
 
   std::shared_ptr<ServerConn> server;
   switch (checkout.outcome) {
@@ -496,7 +519,11 @@ asio::awaitable<bool> Session::link(bool fatal) {
   ext_open_ = false;
   tx_status_ = pr::kTxIdle;
   server_pass_ = 0;
+  server_drop_ = 0;
+  expects_.clear();
+  unnamed_on_server_ = false;  // whatever unnamed statement that server holds is not this client's
   proxy_.server_linked();
+  track_.linked(server->id());
   if (cancel_slot_) {
     std::lock_guard lock(cancel_slot_->mu);
     cancel_slot_->target = server->target();
@@ -515,6 +542,7 @@ void Session::unlink(bool reusable) {
   }
   spdlog::debug("client {} unlinked from server {} ({})", id_, server_->id(), reusable ? "reusable" : "closed");
   proxy_.server_unlinked();
+  track_.unlinked();
   pool_->pool.release(std::move(server_), reusable);
   server_.reset();
 }
@@ -525,6 +553,7 @@ bool Session::releasable() const {
 }
 
 void Session::track_frontend(char type) {
+  if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync) track_.query_sent(pending_);
   switch (type) {
     case pr::fe::kQuery:
     case pr::fe::kFunctionCall:
@@ -545,6 +574,380 @@ void Session::track_frontend(char type) {
     default:
       break;  // CopyData/CopyDone/CopyFail belong to a Query or Sync already counted
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// prepared statements
+
+std::string Session::client_error(std::string_view sqlstate, std::string_view message) const {
+  std::string out;
+  pr::put_error_response(out, {"ERROR", sqlstate, message});
+  return out;
+}
+
+void Session::expect(char request, Expect::On on) {
+  Expect& e = expects_.emplace_back();
+  e.request = request;
+  e.on = on;
+}
+
+void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
+  ServerStatements& held = server_->statements;
+  if (held.contains(stmt->server_name)) {
+    held.touch(stmt->server_name);
+    stats::add(pool_->stats.prepared_hits);
+    return;
+  }
+  stats::add(pool_->stats.prepared_misses);
+  const std::size_t max = database_->pool.max_prepared_statements;
+  while (auto victim = held.evict_over(max - 1)) {
+    stats::add(pool_->stats.prepared_evictions);
+    put_close(wire, 'S', *victim);
+    expect(pr::fe::kClose, Expect::On::swallow);
+    expects_.back().more().server_removed = std::move(*victim);
+  }
+  // Close first: harmless when the statement is absent, and it keeps a server whose statements were dropped behind
+  // pgward's back (DISCARD ALL inside a function, say) from answering the Parse with 42P05.
+  put_close(wire, 'S', stmt->server_name);
+  expect(pr::fe::kClose, Expect::On::swallow);
+  put_parse(wire, stmt->server_name, stmt->tail);
+  expect(pr::fe::kParse, Expect::On::swallow);
+  expects_.back().more().server_added = stmt->server_name;
+  held.add(stmt->server_name);
+}
+
+bool Session::rewrite_message(char type, std::string_view message, std::string& wire) {
+  const std::string_view body = message.substr(pr::kHeaderSize);
+  switch (type) {
+    case pr::fe::kParse: {
+      auto p = parse_parse(body);
+      if (!p) return false;
+      // DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends DEALLOCATE ALL so after
+      // a rollback): they act on this client's names, as in a simple query.
+      std::string rewritten;
+      if (StatementPtr target = apply_statement_command(p->tail.substr(0, p->tail.find('\0')))) {
+        rewritten = deallocate_on_server(target, wire);
+        rewritten.append(1, '\0').append(2, '\0');  // no parameter types
+        p->tail = rewritten;
+      }
+      if (p->name.empty()) {
+        // The unnamed statement keeps PostgreSQL's meaning: it goes to the server as it is, and pgward remembers
+        // it so that a Bind in a later transaction (another server) still finds it.
+        expect(type);
+        Expect::Extra& x = expects_.back().more();
+        x.unnamed_parse = true;
+        x.prev_unnamed = unnamed_;
+        x.prev_unnamed_on_server = unnamed_on_server_;
+        unnamed_ = make_statement(p->tail);
+        unnamed_on_server_ = true;
+        put_parse(wire, "", p->tail);
+        return true;
+      }
+      std::string name(p->name);
+      if (statements_.contains(name)) {
+        // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would be.
+        put_describe(wire, 'S', kMissingStatement);
+        expect(pr::fe::kDescribe, Expect::On::error);
+        expects_.back().more().error = client_error("42P05", "prepared statement \"" + name + "\" already exists");
+        return true;
+      }
+      StatementPtr stmt = make_statement(p->tail);
+      statements_[name] = stmt;
+      if (server_->statements.contains(stmt->server_name)) {
+        server_->statements.touch(stmt->server_name);
+        stats::add(pool_->stats.prepared_hits);
+        put_close(wire, 'S', kNoopStatement);
+        expect(pr::fe::kClose, Expect::On::parse_complete);
+      } else {
+        ensure_on_server(stmt, wire);
+        // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes through.
+        expects_.back().on = Expect::On::forward;
+      }
+      expects_.back().more().client_name = std::move(name);
+      expects_.back().more().stmt = std::move(stmt);
+      return true;
+    }
+
+    case pr::fe::kBind:
+    case pr::fe::kDescribe: {
+      std::string_view statement;
+      std::optional<BindView> bind;
+      if (type == pr::fe::kBind) {
+        bind = parse_bind(body);
+        if (!bind) return false;
+        statement = bind->statement;
+      } else {
+        auto t = parse_target(body);
+        if (!t) return false;
+        if (t->kind == 'P') {
+          wire.append(message);
+          expect(type);
+          return true;
+        }
+        statement = t->name;
+      }
+
+      std::string_view server_name;
+      std::string missing;
+      if (statement.empty()) {
+        if (!unnamed_) {
+          missing = "unnamed prepared statement does not exist";
+        } else if (!unnamed_on_server_) {
+          put_parse(wire, "", unnamed_->tail);
+          expect(pr::fe::kParse, Expect::On::swallow);
+          expects_.back().more().injected_unnamed = true;
+          unnamed_on_server_ = true;
+        }
+      } else if (auto it = statements_.find(std::string(statement)); it != statements_.end()) {
+        ensure_on_server(it->second, wire);
+        server_name = it->second->server_name;
+      } else {
+        missing = "prepared statement \"" + std::string(statement) + "\" does not exist";
+      }
+      if (!missing.empty()) server_name = kMissingStatement;
+
+      if (type == pr::fe::kBind) {
+        put_bind(wire, bind->portal, server_name, bind->rest);
+      } else {
+        put_describe(wire, 'S', server_name);
+      }
+      expect(type, missing.empty() ? Expect::On::forward : Expect::On::error);
+      if (!missing.empty()) expects_.back().more().error = client_error("26000", missing);
+      return true;
+    }
+
+    case pr::fe::kClose: {
+      auto t = parse_target(body);
+      if (!t) return false;
+      if (t->kind == 'S' && !t->name.empty()) {
+        // Only this client's name goes; the server statement may serve other clients and stays (LRU).
+        statements_.erase(std::string(t->name));
+        put_close(wire, 'S', kNoopStatement);
+      } else {
+        if (t->kind == 'S') {
+          unnamed_.reset();
+          unnamed_on_server_ = false;
+        }
+        wire.append(message);
+      }
+      expect(type);
+      return true;
+    }
+
+    default:
+      break;
+  }
+  return false;
+}
+
+namespace {
+
+// The whole query is one of DEALLOCATE [PREPARE] name | ALL, or DISCARD ALL (case, white space, comments aside).
+struct SqlCommand {
+  enum Kind { other, deallocate, deallocate_all, discard_all } kind = other;
+  std::string name;
+};
+
+SqlCommand classify(std::string_view sql) {
+  std::vector<std::string> words;
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    const char c = sql[i];
+    if (std::isspace(static_cast<unsigned char>(c)) || c == ';') {
+      ++i;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+    } else if (c == '"') {  // quoted identifier: case kept, "" is a quote
+      std::string w;
+      for (++i; i < sql.size(); ++i) {
+        if (sql[i] == '"') {
+          if (i + 1 < sql.size() && sql[i + 1] == '"') {
+            w += '"';
+            ++i;
+          } else {
+            break;
+          }
+        } else {
+          w += sql[i];
+        }
+      }
+      if (i >= sql.size()) return {};
+      ++i;
+      words.push_back("\"" + w);  // marked as quoted
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') {
+      std::string w;
+      while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || sql[i] == '$'))
+        w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
+      words.push_back(std::move(w));
+    } else {
+      return {};
+    }
+    if (words.size() > 3) return {};
+  }
+  // A trailing ';' is fine, but "a; b" is two statements: refuse anything but one.
+  const auto semi = sql.find(';');
+  if (semi != std::string_view::npos && sql.find_first_not_of(" \t\r\n;", semi) != std::string_view::npos) return {};
+  auto unquote = [](const std::string& w) { return w.starts_with('"') ? w.substr(1) : w; };
+  if (words.size() == 2 && words[0] == "discard" && words[1] == "all") return {SqlCommand::discard_all, {}};
+  if (words.empty() || words[0] != "deallocate") return {};
+  std::size_t at = 1;
+  if (words.size() == 3 && words[1] == "prepare") at = 2;
+  if (words.size() != at + 1) return {};
+  if (words[at] == "all") return {SqlCommand::deallocate_all, {}};
+  return {SqlCommand::deallocate, unquote(words[at])};
+}
+
+bool mentions_ci(std::string_view text, std::string_view word) {
+  return std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == b;
+         }) != text.end();
+}
+
+}  // namespace
+
+StatementPtr Session::apply_statement_command(std::string_view sql) {
+  if (!mentions_ci(sql, "dealloc") && !mentions_ci(sql, "discard")) return nullptr;
+  const SqlCommand cmd = classify(sql);
+  switch (cmd.kind) {
+    case SqlCommand::deallocate_all:
+    case SqlCommand::discard_all:
+      statements_.clear();
+      server_->statements.clear();
+      if (cmd.kind == SqlCommand::discard_all) {
+        for (const auto& name : server_->set_unreported) server_->params.erase(name);
+        server_->set_unreported.clear();
+      }
+      return nullptr;
+    case SqlCommand::deallocate: {
+      auto it = statements_.find(cmd.name);
+      if (it == statements_.end()) return nullptr;  // PostgreSQL answers 26000 itself: the server has no such name
+      StatementPtr stmt = std::move(it->second);
+      statements_.erase(it);
+      return stmt;
+    }
+    case SqlCommand::other:
+      // Something else that may drop statements (DISCARD, DEALLOCATE in a longer query): forget what this server
+      // holds, so that the next use parses again (Close first, so a statement that survived does no harm).
+      server_->statements.clear();
+      return nullptr;
+  }
+  return nullptr;
+}
+
+std::string Session::deallocate_on_server(const StatementPtr& stmt, std::string& wire) {
+  // DEALLOCATE the server statement standing for this client's name, so that the command tag and any error are
+  // PostgreSQL's own; other clients that share it get it parsed again on their next use.
+  ensure_on_server(stmt, wire);
+  server_->statements.erase(stmt->server_name);
+  return "DEALLOCATE " + stmt->server_name;
+}
+
+bool Session::note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos) {
+  // "a simple Query message also destroys the unnamed statement" (Extended Query).
+  unnamed_.reset();
+  unnamed_on_server_ = false;
+  auto sql = pr::parse_query(message.substr(pr::kHeaderSize));
+  StatementPtr target = sql ? apply_statement_command(*sql) : nullptr;
+  if (!target) {
+    expect(pr::fe::kQuery);
+    return false;
+  }
+  wire.append(cbuf_, span, pos - span);
+  pr::put_query(wire, deallocate_on_server(target, wire));
+  expect(pr::fe::kQuery);
+  pos += message.size();
+  span = pos;
+  return true;
+}
+
+namespace {
+
+bool ends_with_sync(char request) {
+  return request == pr::fe::kSync || request == pr::fe::kQuery || request == pr::fe::kFunctionCall;
+}
+
+// The response that completes an extended-protocol request ("Extended Query" in "Message Flow").
+bool completes(char request, char response) {
+  switch (request) {
+    case pr::fe::kParse: return response == pr::be::kParseComplete;
+    case pr::fe::kBind: return response == pr::be::kBindComplete;
+    case pr::fe::kClose: return response == pr::be::kCloseComplete;
+    case pr::fe::kDescribe: return response == pr::be::kRowDescription || response == pr::be::kNoData;
+    case pr::fe::kExecute:
+      return response == pr::be::kCommandComplete || response == pr::be::kEmptyQueryResponse ||
+             response == pr::be::kPortalSuspended;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+Session::Disposition Session::answer(char type, ServerConn& server, std::string_view& replacement) {
+  // Messages the server may send at any time belong to no request.
+  if (type == pr::be::kNoticeResponse || type == pr::be::kNotificationResponse || type == pr::be::kParameterStatus)
+    return Disposition::forward;
+  if (type == pr::be::kReadyForQuery) {
+    // Ends the first Sync/Query/FunctionCall; requests queued before it were skipped after an error.
+    while (!expects_.empty()) {
+      Expect e = std::move(expects_.front());
+      expects_.pop_front();
+      if (ends_with_sync(e.request)) break;
+      undo(e, server, false);
+    }
+    return Disposition::forward;
+  }
+  Expect& front = expects_.front();
+  if (ends_with_sync(front.request)) return Disposition::forward;  // output of a simple query or function call
+
+  if (type == pr::be::kErrorResponse) {
+    Expect failed = std::move(front);
+    expects_.pop_front();
+    undo(failed, server, true);
+    // PostgreSQL skips every extended message up to the next Sync.
+    while (!expects_.empty() && !ends_with_sync(expects_.front().request)) {
+      undo(expects_.front(), server, false);
+      expects_.pop_front();
+    }
+    if (failed.on != Expect::On::error) return Disposition::forward;
+    replacement_ = failed.extra ? std::move(failed.extra->error) : std::string();
+    replacement = replacement_;
+    return Disposition::replace;
+  }
+  if (!completes(front.request, type)) return Disposition::forward;  // ParameterDescription, DataRow, ...
+  const Expect::On on = front.on;
+  expects_.pop_front();
+  switch (on) {
+    case Expect::On::swallow:
+      return Disposition::drop;
+    case Expect::On::parse_complete:
+      replacement = kParseComplete;
+      return Disposition::replace;
+    case Expect::On::forward:
+    case Expect::On::error:
+      break;
+  }
+  return Disposition::forward;
+}
+
+void Session::undo(const Expect& e, ServerConn& server, bool failed) {
+  if (!e.extra) return;
+  const Expect::Extra& x = *e.extra;
+  if (!x.client_name.empty()) {
+    auto it = statements_.find(x.client_name);
+    if (it != statements_.end() && it->second == x.stmt) statements_.erase(it);
+  }
+  if (!x.server_added.empty()) server.statements.erase(x.server_added);
+  if (!x.server_removed.empty() && !failed) server.statements.add(x.server_removed);  // skipped: still there
+  if (x.unnamed_parse) {
+    if (failed) {  // PostgreSQL drops the old unnamed statement before parsing the new one
+      unnamed_.reset();
+      unnamed_on_server_ = false;
+    } else {
+      unnamed_ = x.prev_unnamed;
+      unnamed_on_server_ = x.prev_unnamed_on_server;
+    }
+  }
+  if (x.injected_unnamed) unnamed_on_server_ = false;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -599,6 +1002,13 @@ asio::awaitable<void> Session::client_loop() {
         stop = true;
         break;
       }
+      const bool needs_whole = rewrite_ && (type == pr::fe::kParse || type == pr::fe::kBind ||
+                                            type == pr::fe::kDescribe || type == pr::fe::kClose ||
+                                            type == pr::fe::kQuery);
+      if (needs_whole && cend_ - pos < h.header.total()) {
+        client_want_ = h.header.total();  // fill_client makes room for it (bounded by max_message_size)
+        break;
+      }
       if (discard_until_sync_) {
         client_drop_ = h.header.total();
         if (type == pr::fe::kSync) {
@@ -631,11 +1041,42 @@ asio::awaitable<void> Session::client_loop() {
         span = pos;
       }
       track_frontend(type);
+      if (rewrite_ && type != pr::fe::kCopyData && type != pr::fe::kCopyDone && type != pr::fe::kCopyFail &&
+          type != pr::fe::kFlush) {
+        const std::string_view message = std::string_view(cbuf_).substr(pos, h.header.total());
+        if (type == pr::fe::kQuery) {
+          if (note_simple_query(message, wire_, span, pos)) continue;
+        } else if (type != pr::fe::kParse && type != pr::fe::kBind && type != pr::fe::kDescribe &&
+                   type != pr::fe::kClose) {
+          expect(type);  // Execute, Sync, FunctionCall
+        } else {
+          wire_.append(cbuf_, span, pos - span);
+          if (!rewrite_message(type, message, wire_)) {
+            spdlog::info("client {} closed by pgward: malformed {} message", id_, pr::frontend_type_name(type));
+            server_->close();
+            stop = true;
+            break;
+          }
+          pos += h.header.total();
+          span = pos;
+          continue;
+        }
+      }
       client_pass_ = h.header.total();
     }
-    if (server_ && pos > span) {
-      if (!co_await server_->write(std::string_view(cbuf_).substr(span, pos - span))) server_->close();
+    if (server_) {
+      bool ok = true;
+      if (!wire_.empty()) {
+        // Something in this batch was rewritten: send the rewritten copy.
+        wire_.append(cbuf_, span, pos - span);
+        ok = co_await server_->write(wire_);
+        wire_.clear();
+      } else if (pos > span) {
+        ok = co_await server_->write(std::string_view(cbuf_).substr(span, pos - span));
+      }
+      if (!ok) server_->close();
     }
+    wire_.clear();
     consume_client(pos - cpos_);
     if (stop) break;
   }
@@ -671,6 +1112,13 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         server_pass_ -= n;
         continue;
       }
+      if (server_drop_ > 0) {
+        const std::size_t n = std::min(server_drop_, s.rend - pos);
+        pos += n;
+        server_drop_ -= n;
+        span = pos;
+        continue;
+      }
       const std::string_view rest = std::string_view(s.rbuf).substr(pos, s.rend - pos);
       auto h = pr::read_header(rest, kMaxServerMessage);
       if (h.status == pr::Status::need_more) break;
@@ -679,12 +1127,35 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         break;
       }
       const char type = h.header.type;
-      if (type == pr::be::kReadyForQuery || type == pr::be::kParameterStatus) {
-        if (h.header.total() > ServerConn::kBufferSize) {
-          bad = true;
-          break;
+      // Messages looked inside are handled only once they are whole, and nothing below runs twice for one message
+      // (a split message breaks out here before any state changes).
+      const bool inspected = type == pr::be::kReadyForQuery || type == pr::be::kParameterStatus;
+      if (inspected && h.header.total() > ServerConn::kBufferSize) {
+        bad = true;
+        break;
+      }
+      if ((inspected || (type == pr::be::kErrorResponse && h.header.total() <= ServerConn::kBufferSize)) &&
+          rest.size() < h.header.total()) {
+        break;  // read the rest of it first
+      }
+      if (type == pr::be::kErrorResponse && h.header.total() <= ServerConn::kBufferSize) {
+        track_.server_error(rest.substr(pr::kHeaderSize, h.header.body_size()));
+      }
+      if (!expects_.empty()) {
+        std::string_view replacement;
+        switch (answer(type, s, replacement)) {
+          case Disposition::forward:
+            break;
+          case Disposition::drop:
+          case Disposition::replace:
+            // Cut this message out of what goes to the client (and put the replacement in its place).
+            server_wire_.append(s.rbuf, span, pos - span);
+            server_wire_.append(replacement);
+            server_drop_ = h.header.total();
+            continue;
         }
-        if (rest.size() < h.header.total()) break;  // read the rest of it first
+      }
+      if (inspected) {
         const std::string_view body = rest.substr(pr::kHeaderSize, h.header.body_size());
         if (type == pr::be::kParameterStatus) {
           if (auto ps = pr::parse_parameter_status(body)) {
@@ -699,6 +1170,7 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
           }
           if (pending_ > 0) --pending_;
           tx_status_ = *st;
+          track_.ready_for_query(*st, pending_);
           if (statement_mode && tx_status_ != pr::kTxIdle && pending_ == 0 && !ext_open_) {
             statement_violation = true;  // forward up to this ReadyForQuery, then roll back
             break;
@@ -715,7 +1187,15 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
       server_pass_ = h.header.total();
     }
 
-    if (pos > span && !co_await send_client(std::string_view(s.rbuf).substr(span, pos - span))) {
+    bool sent = true;
+    if (!server_wire_.empty()) {
+      server_wire_.append(s.rbuf, span, pos - span);
+      sent = co_await send_client(server_wire_);
+      server_wire_.clear();
+    } else if (pos > span) {
+      sent = co_await send_client(std::string_view(s.rbuf).substr(span, pos - span));
+    }
+    if (!sent) {
       client_gone_ = true;
       s.consume(pos - s.rpos);
       break;
@@ -751,7 +1231,9 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     bool reusable = false;
     if (clean) {
       // Session mode: what this client left behind must not reach the next one.
+      track_.closing_begin();
       reusable = !co_await s.run_internal("DISCARD ALL");
+      track_.closing_end();
       for (const auto& name : s.set_unreported) s.params.erase(name);
       s.set_unreported.clear();
     }
@@ -761,7 +1243,11 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
   // The server went away under a linked client. The error goes out before the unlink so that client_loop, which
   // writes to the client only while unlinked, cannot write at the same time.
   spdlog::warn("client {}: server {} connection lost", id_, s.id());
-  co_await send_error(ss::kConnectionFailure, "server connection lost", true);
+  if (proxy_.draining()) {  // terminate() closed it: shutdown_timeout passed during the drain
+    co_await send_error(ss::kAdminShutdown, "terminating connection because pgward is shutting down", true);
+  } else {
+    co_await send_error(ss::kConnectionFailure, "server connection lost", true);
+  }
   unlink(false);
 }
 

@@ -7,11 +7,15 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "config/config.hpp"
 #include "protocol/codec.hpp"
+#include "proxy/client_tracker.hpp"
+#include "proxy/prepared.hpp"
 #include "proxy/proxy.hpp"
 #include "proxy/server_conn.hpp"
 
@@ -22,6 +26,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Proxy& proxy, tcp::socket socket, std::uint64_t id);
   ~Session();
   void start();
+  // End of a drain: FATAL 57P01 to the client, then close. Call on the session's executor (session_admin.cpp).
+  void terminate();
 
  private:
   enum class LoginResult { ok, closed, cancel_request };
@@ -53,6 +59,55 @@ class Session : public std::enable_shared_from_this<Session> {
   void track_frontend(char type);
   bool releasable() const;
 
+  // ---- prepared statements (transaction and statement modes) ----
+  // What pgward does with the response to one message it sent the server. Responses come in the order the
+  // messages were sent, so a queue of these tells, for each server message, which request it answers.
+  struct Expect {
+    enum class On : std::uint8_t {
+      forward,         // pass the response through
+      swallow,         // a message pgward injected: drop its success response (an error still goes through)
+      parse_complete,  // a no-op Close standing in for a Parse pgward answers: send ParseComplete instead
+      error,           // a request sent so that the server fails it: send `error` instead of the server's text
+    };
+    // Error text and undo information, for the few requests that carry them (a Parse, an injected message, a
+    // stand-in for an error); applied when the request fails or the server skips it after an earlier error.
+    struct Extra {
+      std::string error;
+      std::string client_name;  // a named Parse registered optimistically for this client
+      StatementPtr stmt;
+      std::string server_added;    // a statement recorded as present on the server
+      std::string server_removed;  // a statement evicted by this Close
+      bool unnamed_parse = false;  // the client's own unnamed Parse
+      bool injected_unnamed = false;
+      StatementPtr prev_unnamed;
+      bool prev_unnamed_on_server = false;
+    };
+    char request = 0;  // the frontend message type sent
+    On on = On::forward;
+    std::unique_ptr<Extra> extra;  // absent for plain requests: queueing one then allocates nothing
+    Extra& more() {
+      if (!extra) extra = std::make_unique<Extra>();
+      return *extra;
+    }
+  };
+  // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close), appending what goes to the server
+  // to `wire` and queueing the responses to expect. False when the message is malformed.
+  bool rewrite_message(char type, std::string_view message, std::string& wire);
+  void ensure_on_server(const StatementPtr& stmt, std::string& wire);
+  // A simple Query: ends the unnamed statement, and DEALLOCATE / DISCARD ALL act on this client's names only.
+  // True when it rewrote the query (appending [span, pos) and the new message to `wire` and advancing both).
+  // DEALLOCATE [ALL] / DISCARD ALL in a query text act on this client's names: returns the statement whose server
+  // copy the query must DEALLOCATE instead, when it names one of this client's statements.
+  StatementPtr apply_statement_command(std::string_view sql);
+  std::string deallocate_on_server(const StatementPtr& stmt, std::string& wire);
+  bool note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos);
+  void expect(char request, Expect::On on = Expect::On::forward);
+  void undo(const Expect& e, ServerConn& server, bool failed);
+  enum class Disposition { forward, drop, replace };
+  // What to do with one server message, given the requests outstanding; pops the request it completes.
+  Disposition answer(char type, ServerConn& server, std::string_view& replacement);
+  std::string client_error(std::string_view sqlstate, std::string_view message) const;
+
   Proxy& proxy_;
   tcp::socket client_;
   const std::uint64_t id_;
@@ -64,6 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t cend_ = 0;
   std::size_t client_pass_ = 0;  // bytes of the current client message still to forward unexamined
   std::size_t client_drop_ = 0;  // bytes of the current client message still to discard
+  std::size_t client_want_ = 0;  // size of a message that must be read whole before it is handled
   bool discard_until_sync_ = false;  // after a failed checkout in the extended protocol, as the server would do
 
   // Login results.
@@ -83,7 +139,19 @@ class Session : public std::enable_shared_from_this<Session> {
   bool ext_open_ = false;      // extended-protocol messages sent since the last Sync (Flush-ed portals and such)
   char tx_status_ = protocol::kTxIdle;
   std::size_t server_pass_ = 0;  // bytes of the current server message still to forward unexamined
+  std::size_t server_drop_ = 0;  // bytes of the current server message still to discard
   bool client_gone_ = false;
+
+  bool rewrite_ = false;  // prepared-statement namespacing on (transaction/statement mode, cache size > 0)
+  std::unordered_map<std::string, StatementPtr> statements_;  // this client's named statements
+  StatementPtr unnamed_;            // this client's unnamed statement, until its next unnamed Parse or Query
+  bool unnamed_on_server_ = false;  // the linked server holds it (sent during this link)
+  std::deque<Expect> expects_;
+  std::string wire_;         // client_loop's scratch: a rewritten batch for the server
+  std::string server_wire_;  // server_loop's scratch: a filtered batch for the client
+  std::string replacement_;  // the error text answer() hands back
+
+  ClientTracker track_;  // client state and counters for /metrics and the admin views
 };
 
 }  // namespace pgward::proxy

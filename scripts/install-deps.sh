@@ -6,11 +6,16 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libboost1.81-dev libssl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libtomlplusplus-dev
+  prometheus
   libgtest-dev libgmock-dev
   postgresql postgresql-15 postgresql-client-15 libpq-dev
   python3 python3-psycopg
+  libpostgresql-jdbc-java openjdk-17-jdk-headless
   procps iproute2 util-linux
 )
+# Node.js and npm for the node-postgres driver test: the machine's own if it has them, else Debian's.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 [ "${PGWARD_WITH_BENCH:-0}" = 1 ] && packages+=(pgbouncer gnuplot-nox)
 
 missing=()

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # The harness runs PostgreSQL as the unprivileged "postgres" user; it must be able to reach the build tree.
 chmod o+rx . 2>/dev/null || true
+# node-postgres for the driver tests (tests/drivers/node), at the version its package-lock.json pins.
+(cd tests/drivers/node && npm ci --no-audit --no-fund)
 
 echo "== release build"
 bash scripts/build.sh
@@ -17,3 +19,4 @@ echo "== ASan+UBSan build"
 PGWARD_BUILD_DIR=build-asan PGWARD_BUILD_TYPE=Debug PGWARD_CMAKE_ARGS="-DPGWARD_SANITIZE=ON" bash scripts/build.sh
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 1800 "$@"
+

@@ -22,7 +22,6 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -61,13 +60,15 @@ std::string last_lines(const std::string& text, std::size_t n) {
 
 std::string make_temp_dir(const char* prefix) {
   std::string pattern = std::string("/tmp/") + prefix + "-XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp: " + std::string(strerror(errno)));
+  if (mkdtemp(pattern.data()) == nullptr)
+    throw std::runtime_error("mkdtemp: " + std::string(strerror(errno)));
   return pattern;
 }
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  if (WIFSIGNALED(status))
+    return "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
   return "status " + std::to_string(status);
 }
 
@@ -158,7 +159,8 @@ void stop_postgres(const char* mode) {
   std::lock_guard lock(pg.mutex);
   if (pg.dir.empty()) return;
   if (pg.pid > 0) {
-    run_command(as_postgres_user({pg_program("pg_ctl"), "stop", "-D", pg.dir + "/data", "-m", mode, "-w", "-t", "30"}),
+    run_command(as_postgres_user(
+                    {pg_program("pg_ctl"), "stop", "-D", pg.dir + "/data", "-m", mode, "-w", "-t", "30"}),
                 pg.dir + "/pg_ctl.log");
     if (!wait_for_exit(pg.pid, 10s)) {
       kill(pg.pid, SIGKILL);
@@ -188,6 +190,10 @@ Children& children() {
 
 }  // namespace
 
+pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent) {
+  return spawn(argv, log_path, die_with_parent);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 void PostgresEnvironment::SetUp() {
@@ -209,9 +215,9 @@ void PostgresEnvironment::SetUp() {
   ASSERT_EQ(rc, 0) << "initdb failed:\n" << read_file(pg.dir + "/initdb.log");
 
   pg.port = free_port();
-  pg.pid = spawn(as_postgres_user({pg_program("postgres"), "-D", data, "-p", std::to_string(pg.port), "-k", pg.dir,
-                                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=150",
-                                   "-c", "logging_collector=off"}),
+  pg.pid = spawn(as_postgres_user({pg_program("postgres"), "-D", data, "-p", std::to_string(pg.port), "-k",
+                                   pg.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+                                   "max_connections=150", "-c", "logging_collector=off"}),
                  log, /*die_with_parent=*/false);
 
   const std::string ping = direct_conninfo("postgres", "postgres") + " connect_timeout=2";
@@ -241,7 +247,7 @@ void PostgresEnvironment::SetUp() {
              "CREATE ROLE app LOGIN PASSWORD 'apppass'",
              "GRANT ALL ON DATABASE app TO pgward_trust, pgward_md5, pgward_scram, pgward_clear, app",
          }) {
-      Result r = exec(admin, sql);
+      exec(admin, sql);
       ASSERT_FALSE(::testing::Test::HasFailure()) << "setting up PostgreSQL failed at: " << sql;
     }
     Conn app = connect_direct("postgres", kDatabase);
@@ -272,40 +278,48 @@ struct Watchdog::State {
   std::chrono::seconds limit;
   std::mutex mutex;
   std::condition_variable cv;
-  std::optional<Clock::time_point> deadline;
+  std::optional<Clock::time_point> deadline;  // set while a test runs
+  int stage = 0;                              // how far the current test's deadline has been escalated
   std::string test;
   bool done = false;
   std::thread thread;
+
+  void run() {
+    std::unique_lock lock(mutex);
+    while (!done) {
+      if (!deadline) {
+        cv.wait(lock);
+      } else if (cv.wait_until(lock, *deadline) == std::cv_status::timeout && Clock::now() >= *deadline) {
+        expire();
+      }
+    }
+  }
+
+  // Escalates one step per expired deadline: SIGINT to the test's pgward processes (an immediate clean stop
+  // that still flushes their logs), then SIGKILL, then, if the test is still blocked on something else, the
+  // end of the run. Stopping pgward makes every libpq call blocked on it return, so the test ends on its own.
+  void expire() {
+    ++stage;
+    if (stage <= 2) {
+      const int signal = stage == 1 ? SIGINT : SIGKILL;
+      std::fprintf(stderr, "[watchdog] %s ran for more than %llds: sending %s to its pgward\n", test.c_str(),
+                   static_cast<long long>(limit.count()), sigabbrev_np(signal));
+      auto& c = children();
+      std::lock_guard children_lock(c.mutex);
+      c.watchdog_fired = true;
+      for (pid_t pid : c.pgwards) kill(pid, signal);
+      deadline = Clock::now() + (stage == 1 ? 3s : 30s);
+      return;
+    }
+    std::fprintf(stderr, "[watchdog] %s is still blocked: aborting the run\n", test.c_str());
+    stop_postgres("immediate");
+    std::_Exit(2);
+  }
 };
 
 Watchdog::Watchdog(std::chrono::seconds limit) : state_(std::make_unique<State>()) {
   state_->limit = limit;
-  state_->thread = std::thread([s = state_.get()] {
-    std::unique_lock lock(s->mutex);
-    while (!s->done) {
-      if (!s->deadline) {
-        s->cv.wait(lock);
-        continue;
-      }
-      const auto deadline = *s->deadline;
-      if (s->cv.wait_until(lock, deadline) != std::cv_status::timeout || s->deadline != deadline) continue;
-      std::fprintf(stderr, "[watchdog] %s ran for more than %llds: killing its pgward\n", s->test.c_str(),
-                   static_cast<long long>(s->limit.count()));
-      {
-        auto& c = children();
-        std::lock_guard children_lock(c.mutex);
-        c.watchdog_fired = true;
-        for (pid_t pid : c.pgwards) kill(pid, SIGKILL);
-      }
-      // Nothing left to kill that could unblock the test: give up on the run, but not on the cleanup.
-      s->deadline = deadline + 30s;
-      if (s->cv.wait_until(lock, *s->deadline) == std::cv_status::timeout && s->deadline == deadline + 30s) {
-        std::fprintf(stderr, "[watchdog] %s still blocked: aborting the run\n", s->test.c_str());
-        stop_postgres("immediate");
-        std::_Exit(2);
-      }
-    }
-  });
+  state_->thread = std::thread([s = state_.get()] { s->run(); });
 }
 
 Watchdog::~Watchdog() {
@@ -324,6 +338,7 @@ void Watchdog::OnTestStart(const ::testing::TestInfo& info) {
   }
   std::lock_guard lock(state_->mutex);
   state_->test = std::string(info.test_suite_name()) + "." + info.name();
+  state_->stage = 0;
   state_->deadline = Clock::now() + state_->limit;
   state_->cv.notify_all();
 }
@@ -376,10 +391,15 @@ std::string Conn::error() const {
 }
 
 std::string Conn::connect_sqlstate() const {
-  static const std::regex pattern(R"((?:FATAL|ERROR|PANIC):  ([0-9A-Z]{5}):)");
+  // Verbose messages read "FATAL:  28P01: password authentication failed ...".
   const std::string message = error();
-  std::smatch m;
-  return std::regex_search(message, m, pattern) ? m[1].str() : "";
+  for (const char* severity : {"FATAL:  ", "ERROR:  ", "PANIC:  "}) {
+    const std::size_t at = message.find(severity);
+    if (at == std::string::npos) continue;
+    const std::size_t code = at + std::strlen(severity);
+    if (message.size() > code + 5 && message[code + 5] == ':') return message.substr(code, 5);
+  }
+  return "";
 }
 
 std::string conninfo_quote(std::string_view value) {
@@ -438,17 +458,22 @@ std::optional<Result> exec_within(PGconn* conn, const std::string& sql, std::chr
   return finish_within(conn, timeout);
 }
 
+bool wait_for_result(PGconn* conn, Clock::time_point deadline) {
+  while (PQisBusy(conn)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return false;
+    if (PQconsumeInput(conn) != 1) break;  // the connection broke: PQgetResult reports it
+  }
+  return true;
+}
+
 std::optional<Result> finish_within(PGconn* conn, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   Result last;
   for (;;) {
-    while (PQisBusy(conn)) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return std::nullopt;
-      pollfd p{PQsocket(conn), POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return std::nullopt;
-      if (PQconsumeInput(conn) != 1) break;  // the connection broke: PQgetResult reports it
-    }
+    if (!wait_for_result(conn, deadline)) return std::nullopt;
     Result r(PQgetResult(conn));
     if (!r) return last;
     last = std::move(r);
@@ -501,9 +526,11 @@ int free_port() {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-std::string PgwardConfig::database_toml(std::string_view name, std::string_view dbname, std::string_view extra) {
-  std::string s = "[[database]]\nname = \"" + std::string(name) + "\"\nhost = \"127.0.0.1\"\nport = " +
-                  std::to_string(pg_port()) + "\ndbname = \"" + std::string(dbname) + "\"\n" + std::string(extra);
+std::string PgwardConfig::database_toml(std::string_view name, std::string_view dbname,
+                                        std::string_view extra) {
+  std::string s = "[[database]]\nname = \"" + std::string(name) +
+                  "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(pg_port()) + "\ndbname = \"" +
+                  std::string(dbname) + "\"\n" + std::string(extra);
   if (!s.ends_with('\n')) s += '\n';
   return s + "\n";
 }
@@ -511,19 +538,21 @@ std::string PgwardConfig::database_toml(std::string_view name, std::string_view 
 Pgward::Pgward(const PgwardConfig& config) {
   dir_ = make_temp_dir("pgward-it");
   port_ = free_port();
-  config_text_ = "[proxy]\nlisten = \"127.0.0.1:" + std::to_string(port_) + "\"\n" + config.proxy + "\n[auth]\n" +
-                 config.auth + (config.users.empty() ? "" : "users_file = \"users.toml\"\n") + "\n[pool]\n" +
-                 config.pool + "\n" + config.databases;
+  config_text_ = "[proxy]\nlisten = \"127.0.0.1:" + std::to_string(port_) + "\"\n" + config.proxy +
+                 "\n[auth]\n" + config.auth + (config.users.empty() ? "" : "users_file = \"users.toml\"\n") +
+                 "\n[pool]\n" + config.pool + "\n" + config.databases;
+  // The admin port defaults to a fixed one: give each pgward its own unless the test configures [admin].
+  if (config_text_.find("\n[admin]") == std::string::npos) {
+    admin_port_ = free_port();
+    config_text_ += "\n[admin]\nlisten = \"127.0.0.1:" + std::to_string(admin_port_) + "\"\n";
+  }
   write_file(dir_ + "/config.toml", config_text_);
   if (!config.users.empty()) write_file(dir_ + "/users.toml", config.users);
-  if (std::getenv("PGWARD_IT_DIRECT")) {  // TEMP-DIRECT
-    port_ = pg_port();                      // TEMP-DIRECT
-    return;                                 // TEMP-DIRECT
-  }                                         // TEMP-DIRECT
 
   {
     std::lock_guard lock(children().mutex);
-    pid_ = spawn({PGWARD_BINARY, "--config", dir_ + "/config.toml"}, dir_ + "/pgward.log", /*die_with_parent=*/true);
+    pid_ = spawn({PGWARD_BINARY, "--config", dir_ + "/config.toml"}, dir_ + "/pgward.log",
+                 /*die_with_parent=*/true);
     children().pgwards.insert(pid_);
   }
 
@@ -537,7 +566,8 @@ Pgward::Pgward(const PgwardConfig& config) {
         return tcp_accepts(port_);
       },
       10s);
-  if (!accepting) failure = "pgward did not accept connections on port " + std::to_string(port_) + " within 10 s";
+  if (!accepting)
+    failure = "pgward did not accept connections on port " + std::to_string(port_) + " within 10 s";
   if (!failure.empty()) {
     std::string message = failure + "\nconfig:\n" + config_text_ + "\nlast log lines:\n" + log_tail(50);
     stop();
@@ -556,12 +586,13 @@ Pgward::~Pgward() {
       by_watchdog = children().watchdog_fired;
     }
     if (by_watchdog) {
-      ADD_FAILURE() << "the test ran too long: the watchdog killed pgward";
+      ADD_FAILURE() << "the test ran too long: the watchdog stopped pgward";
     } else {
       ADD_FAILURE() << "pgward exited during the test: " << describe_status(*exit_status_);
     }
   }
-  stop();
+  // Every client is gone by now (they are declared after pgward), so a drain has nothing to wait for.
+  if (const std::string problem = stop(); !problem.empty()) ADD_FAILURE() << problem;
   if (::testing::Test::HasFailure()) {
     std::cerr << "---- pgward config ----\n"
               << config_text_ << "---- last 50 lines of the pgward log ----\n"
@@ -572,7 +603,6 @@ Pgward::~Pgward() {
 }
 
 bool Pgward::running() {
-  if (pid_ < 0) return true;  // TEMP-DIRECT
   if (exit_status_) return false;
   int status = 0;
   if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -584,21 +614,26 @@ bool Pgward::running() {
   return true;
 }
 
-void Pgward::stop() {
-  if (pid_ <= 0 || !running()) return;
+std::string Pgward::stop() {
+  if (pid_ <= 0 || !running()) return "";
   kill(pid_, SIGTERM);
+  std::string problem;
   auto status = wait_for_exit(pid_, 5s);
   if (!status) {
-    std::cerr << "pgward did not stop within 5 s of SIGTERM: killing it\n";
+    problem = "pgward did not stop within 5 s of SIGTERM (killed)";
     kill(pid_, SIGKILL);
     status = wait_for_exit(pid_, 5s);
+  } else if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    problem = "pgward did not stop cleanly on SIGTERM: " + describe_status(*status);
   }
   exit_status_ = status.value_or(-1);
   std::lock_guard lock(children().mutex);
   children().pgwards.erase(pid_);
+  return problem;
 }
 
-std::string Pgward::conninfo(const std::string& user, const std::string& db, const std::string& password) const {
+std::string Pgward::conninfo(const std::string& user, const std::string& db,
+                             const std::string& password) const {
   std::string s = "host=127.0.0.1 port=" + std::to_string(port_) + " user=" + conninfo_quote(user) +
                   " dbname=" + conninfo_quote(db);
   if (!password.empty()) s += " password=" + conninfo_quote(password);
@@ -646,20 +681,11 @@ std::string message_signature(const std::vector<Message>& messages) {
     out += m.type;
     switch (m.type) {
       case 'E':
-      case 'N':
-        out += "(" + parse_error(m)['C'] + ")";
-        break;
-      case 'C':
-        out += "(" + std::string(m.body.c_str()) + ")";
-        break;
-      case 'Z':
-        out += "(" + m.body + ")";
-        break;
-      case 'R':
-        out += "(" + std::to_string(read_u32(m.body, 0)) + ")";
-        break;
-      default:
-        break;
+      case 'N': out += "(" + parse_error(m)['C'] + ")"; break;
+      case 'C': out += "(" + std::string(m.body.c_str()) + ")"; break;
+      case 'Z': out += "(" + m.body + ")"; break;
+      case 'R': out += "(" + std::to_string(read_u32(m.body, 0)) + ")"; break;
+      default: break;
     }
   }
   return out;
@@ -668,7 +694,8 @@ std::string message_signature(const std::vector<Message>& messages) {
 namespace wire {
 
 std::string u32(std::uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
 }
 
 std::string startup(const std::vector<std::pair<std::string, std::string>>& params, int major, int minor) {
@@ -680,7 +707,9 @@ std::string startup(const std::vector<std::pair<std::string, std::string>>& para
 
 std::string ssl_request() { return u32(8) + u32(80877103); }
 
-std::string cancel_request(std::uint32_t pid, std::uint32_t key) { return u32(16) + u32(80877102) + u32(pid) + u32(key); }
+std::string cancel_request(std::uint32_t pid, std::uint32_t key) {
+  return u32(16) + u32(80877102) + u32(pid) + u32(key);
+}
 
 std::string message(char type, std::string_view body) {
   return type + u32(static_cast<std::uint32_t>(body.size() + 4)) + std::string(body);
@@ -735,7 +764,8 @@ std::optional<std::string> RawClient::read_bytes(std::size_t n) {
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
-    last_status_ = (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) ? ReadStatus::timeout : ReadStatus::closed;
+    last_status_ =
+        (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) ? ReadStatus::timeout : ReadStatus::closed;
     return std::nullopt;
   }
   last_status_ = ReadStatus::ok;
@@ -747,7 +777,8 @@ std::optional<Message> RawClient::read_message() {
   if (!header) return std::nullopt;
   const std::uint32_t length = read_u32(*header, 1);
   if (length < 4 || length > (1u << 30)) {
-    throw std::runtime_error("bad message length " + std::to_string(length) + " for type '" + (*header)[0] + "'");
+    throw std::runtime_error("bad message length " + std::to_string(length) + " for type '" + (*header)[0] +
+                             "'");
   }
   auto body = read_bytes(length - 4);
   if (!body) return std::nullopt;
@@ -785,9 +816,10 @@ bool RawClient::wait_closed() {
   }
 }
 
-std::vector<Message> RawClient::login(const std::vector<std::pair<std::string, std::string>>& params, int major,
-                                      int minor) {
-  if (!send(wire::startup(params, major, minor))) throw std::runtime_error("sending the startup packet failed");
+std::vector<Message> RawClient::login(const std::vector<std::pair<std::string, std::string>>& params,
+                                      int major, int minor) {
+  if (!send(wire::startup(params, major, minor)))
+    throw std::runtime_error("sending the startup packet failed");
   return read_until_ready();
 }
 

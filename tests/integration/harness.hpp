@@ -1,12 +1,13 @@
 // Integration-test harness: one real PostgreSQL for the whole run, one real pgward per test, libpq and raw
 // protocol clients to talk to both.
 //
-// A test writes the pgward configuration minus `[proxy] listen` (PgwardConfig), starts the binary (Pgward) and
-// connects through it exactly as it would to PostgreSQL. Everything that can block is bounded: libpq connects
-// use a deadline, RawClient sockets have receive timeouts, and a watchdog kills a test's pgward when the test
-// runs far too long so that blocked libpq calls return with an error instead of hanging the suite.
+// A test writes the pgward configuration minus `[proxy] listen` (PgwardConfig), starts the binary (Pgward)
+// and connects through it exactly as it would to PostgreSQL. Everything that can block is bounded: libpq
+// connects use a deadline, RawClient sockets have receive timeouts, and a watchdog kills a test's pgward when
+// the test runs far too long so that blocked libpq calls return with an error instead of hanging the suite.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <sys/types.h>
 
@@ -20,8 +21,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace pgward::it {
 
@@ -75,8 +74,9 @@ struct PGresultDeleter {
 };
 using Result = std::unique_ptr<PGresult, PGresultDeleter>;
 
-// An owned libpq connection. Connecting is bounded by a deadline (libpq's blocking connect can hang on a proxy
-// that never answers) and uses verbose error messages so that the SQLSTATE of a refused connection is known.
+// An owned libpq connection. Connecting is bounded by a deadline (libpq's blocking connect can hang on a
+// proxy that never answers) and uses verbose error messages so that the SQLSTATE of a refused connection is
+// known.
 class Conn {
  public:
   Conn() = default;
@@ -114,6 +114,8 @@ std::string exec_sqlstate(PGconn* conn, const std::string& sql);
 std::string sqlstate(const PGresult* result);
 // Runs SQL without blocking longer than timeout; the last result, or nullopt when no answer came in time.
 std::optional<Result> exec_within(PGconn* conn, const std::string& sql, std::chrono::milliseconds timeout);
+// Waits until PQgetResult would not block; false at the deadline.
+bool wait_for_result(PGconn* conn, Clock::time_point deadline);
 // Waits for the query already sent (PQsendQuery) to finish; its last result, or nullopt on timeout.
 std::optional<Result> finish_within(PGconn* conn, std::chrono::milliseconds timeout);
 
@@ -126,23 +128,30 @@ std::string unique_name(std::string_view prefix);
 // Polls pred every few milliseconds until it holds or timeout passes; returns its last value.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
-// Client backends of user in database db on the test PostgreSQL (seen through pg_stat_activity), excluding the
-// connection asking.
+// Client backends of user in database db on the test PostgreSQL (seen through pg_stat_activity), excluding
+// the connection asking.
 int count_backends(PGconn* direct, const std::string& user, const std::string& db = kDatabase);
 
 // A free TCP port on 127.0.0.1 (bound to port 0 and released).
 int free_port();
 
+// fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
+// child is killed when the test process dies. Throws std::runtime_error when it cannot start.
+pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);
+
 // ---------------------------------------------------------------------------------------------------------------
 // pgward
 
-// The whole configuration file except `[proxy] listen`, which the harness chooses and writes first.
+// The whole configuration file except `[proxy] listen`, which the harness chooses and writes first. Text
+// after the [[database]] tables (in `databases`) may add further tables such as [admin]; without one, the
+// harness adds an [admin] table listening on a free port, so that no two pgward processes compete for the
+// default port.
 struct PgwardConfig {
   std::string proxy = "max_client_conn = 10000\nlog_level = \"debug\"\n";  // further [proxy] keys
-  std::string auth = "type = \"trust\"\n";                                   // [auth] keys
-  std::string pool = "mode = \"transaction\"\nsize = 4\n";                   // [pool] keys
-  std::string databases = database_toml(kDatabase);                          // [[database]] tables
-  std::string users;  // users file content; when set, written to users.toml and named in [auth] users_file
+  std::string auth = "type = \"trust\"\n";                                 // [auth] keys
+  std::string pool = "mode = \"transaction\"\nsize = 4\n";                 // [pool] keys
+  std::string databases = database_toml(kDatabase);                        // [[database]] tables
+  std::string users{};  // users file content; when set, written to users.toml and named in [auth] users_file
 
   // A [[database]] table pointing at the test PostgreSQL; `extra` holds further keys (user, password, ...).
   static std::string database_toml(std::string_view name, std::string_view dbname = kDatabase,
@@ -159,6 +168,8 @@ class Pgward {
   ~Pgward();
 
   int port() const { return port_; }
+  // The admin HTTP port the harness chose; 0 when the test wrote its own [admin] table.
+  int admin_port() const { return admin_port_; }
   std::string conninfo(const std::string& user = kTrustUser, const std::string& db = kDatabase,
                        const std::string& password = "") const;
   Conn connect(const std::string& user = kTrustUser, const std::string& db = kDatabase,
@@ -170,11 +181,13 @@ class Pgward {
   bool running();
 
  private:
-  void stop();
+  // SIGTERM, then SIGKILL after 5 s; what went wrong ("" when pgward exited 0 in time).
+  std::string stop();
 
   std::string dir_;
   std::string config_text_;
   int port_ = 0;
+  int admin_port_ = 0;
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
 };
@@ -201,7 +214,8 @@ std::uint32_t read_u32(std::string_view bytes, std::size_t at);
 // Wire-format builders.
 namespace wire {
 std::string u32(std::uint32_t v);
-std::string startup(const std::vector<std::pair<std::string, std::string>>& params, int major = 3, int minor = 0);
+std::string startup(const std::vector<std::pair<std::string, std::string>>& params, int major = 3,
+                    int minor = 0);
 std::string ssl_request();
 std::string cancel_request(std::uint32_t pid, std::uint32_t key);
 std::string message(char type, std::string_view body);

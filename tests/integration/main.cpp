@@ -1,6 +1,6 @@
-#include <csignal>
-
 #include <gtest/gtest.h>
+
+#include <csignal>
 
 #include "harness.hpp"
 

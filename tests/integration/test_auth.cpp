@@ -1,5 +1,5 @@
-// Authentication on both sides of pgward: clients against the users file (trust, md5, SCRAM, plain passwords and
-// stored verifiers), and pgward against PostgreSQL (md5, SCRAM, clear text).
+// Authentication on both sides of pgward: clients against the users file (trust, md5, SCRAM, plain passwords
+// and stored verifiers), and pgward against PostgreSQL (md5, SCRAM, clear text).
 #include <string>
 
 #include "harness.hpp"
@@ -22,8 +22,8 @@ std::string stored_verifier(const std::string& role) {
 }
 
 // Expects the login to be refused with sqlstate (an ErrorResponse, not a dropped connection).
-void expect_refused(const Pgward& pgward, const std::string& user, const std::string& db, const std::string& password,
-                    const std::string& expected_sqlstate) {
+void expect_refused(const Pgward& pgward, const std::string& user, const std::string& db,
+                    const std::string& password, const std::string& expected_sqlstate) {
   Conn conn = Conn::connect(pgward.conninfo(user, db, password));
   EXPECT_FALSE(conn.ok()) << user << " logged in to " << db << " with password '" << password << "'";
   EXPECT_EQ(conn.connect_sqlstate(), expected_sqlstate) << conn.error();
@@ -85,9 +85,12 @@ PgwardConfig server_auth() {
   config.users = "client = \"clientpass\"\napp = \"apppass\"\n";
   config.databases =
       PgwardConfig::database_toml("srv_md5", kDatabase, "user = \"pgward_md5\"\npassword = \"md5pass\"") +
-      PgwardConfig::database_toml("srv_scram", kDatabase, "user = \"pgward_scram\"\npassword = \"scrampass\"") +
-      PgwardConfig::database_toml("srv_clear", kDatabase, "user = \"pgward_clear\"\npassword = \"clearpass\"") +
-      PgwardConfig::database_toml("srv_bad", kDatabase, "user = \"pgward_scram\"\npassword = \"not-the-password\"") +
+      PgwardConfig::database_toml("srv_scram", kDatabase,
+                                  "user = \"pgward_scram\"\npassword = \"scrampass\"") +
+      PgwardConfig::database_toml("srv_clear", kDatabase,
+                                  "user = \"pgward_clear\"\npassword = \"clearpass\"") +
+      PgwardConfig::database_toml("srv_bad", kDatabase,
+                                  "user = \"pgward_scram\"\npassword = \"not-the-password\"") +
       PgwardConfig::database_toml("srv_app", kDatabase);
   return config;
 }

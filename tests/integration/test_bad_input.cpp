@@ -1,5 +1,5 @@
-// Malformed and hostile input: each case gets an ErrorResponse (08P01) or a clean close, on its own connection,
-// while a healthy client keeps running queries that must never notice.
+// Malformed and hostile input: each case gets an ErrorResponse (08P01) or a clean close, on its own
+// connection, while a healthy client keeps running queries that must never notice.
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -54,7 +54,8 @@ class BadInput : public ::testing::Test {
     for (;;) {
       auto m = client.read_message();
       if (!m) {
-        EXPECT_EQ(client.last_status(), RawClient::ReadStatus::closed) << "pgward neither answered nor closed";
+        EXPECT_EQ(client.last_status(), RawClient::ReadStatus::closed)
+            << "pgward neither answered nor closed";
         return;
       }
       if (m->type == 'E') {

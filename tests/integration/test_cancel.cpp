@@ -10,8 +10,8 @@ namespace {
 
 // Waits until a query containing marker is running on the server.
 bool wait_until_running(PGconn* direct, const std::string& marker) {
-  const std::string sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%" + marker +
-                          "%' AND pid <> pg_backend_pid()";
+  const std::string sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%" +
+                          marker + "%' AND pid <> pg_backend_pid()";
   return wait_until([&] { return query_value(direct, sql) == "1"; }, 10s);
 }
 
@@ -77,7 +77,8 @@ TEST(Cancel, WrongKeyCancelsNothing) {
 
   auto result = finish_within(victim, 10s);
   ASSERT_TRUE(result.has_value());
-  EXPECT_EQ(PQresultStatus(result->get()), PGRES_TUPLES_OK) << "cancelled by a wrong key: " << PQerrorMessage(victim);
+  EXPECT_EQ(PQresultStatus(result->get()), PGRES_TUPLES_OK)
+      << "cancelled by a wrong key: " << PQerrorMessage(victim);
 }
 
 }  // namespace

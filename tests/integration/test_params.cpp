@@ -84,10 +84,12 @@ TEST(Params, StartupParametersFollowTheClient) {
 
 TEST(Params, LibpqApplicationNameAndOptions) {
   Pgward pgward(one_server_transaction_pool());
-  const std::string alpha = " application_name=alpha options='-c TimeZone=Pacific/Auckland -c DateStyle=Postgres,DMY'";
+  const std::string alpha =
+      " application_name=alpha options='-c TimeZone=Pacific/Auckland -c DateStyle=Postgres,DMY'";
   const std::string beta = " application_name=beta options='-c TimeZone=Europe/Lisbon -c DateStyle=ISO,YMD'";
-  const std::string settings = "SELECT concat_ws(' | ', current_setting('application_name'), "
-                               "current_setting('TimeZone'), current_setting('DateStyle'))";
+  const std::string settings =
+      "SELECT concat_ws(' | ', current_setting('application_name'), "
+      "current_setting('TimeZone'), current_setting('DateStyle'))";
   std::string expected_alpha, expected_beta;
   {
     Conn direct_alpha = Conn::connect(direct_conninfo(kTrustUser) + alpha);

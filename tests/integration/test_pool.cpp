@@ -1,5 +1,5 @@
-// Transaction pooling: the size bound under load, pinning inside a transaction, waiting for a server, the client
-// limit and warm-up.
+// Transaction pooling: the size bound under load, pinning inside a transaction, waiting for a server, the
+// client limit and warm-up.
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -65,18 +65,23 @@ TEST(Pool, ManyClientsShareABoundedPool) {
     if (!conn.ok()) return fail(client, "connect: " + conn.error());
     const std::string id = std::to_string(client);
     for (int i = 0; i < kTransactions; ++i) {
-      for (const std::string& sql : {std::string("BEGIN"), "INSERT INTO " + table + " VALUES (" + id + ", " + std::to_string(i) + ")"}) {
+      for (const std::string& sql : {std::string("BEGIN"), "INSERT INTO " + table + " VALUES (" + id + ", " +
+                                                               std::to_string(i) + ")"}) {
         Result r(PQexec(conn, sql.c_str()));
-        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return fail(client, sql + ": " + PQerrorMessage(conn));
+        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK)
+          return fail(client, sql + ": " + PQerrorMessage(conn));
       }
       const std::string check = "SELECT count(*), sum(n) FROM " + table + " WHERE client = " + id;
       Result r(PQexec(conn, check.c_str()));
-      if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(client, check + ": " + PQerrorMessage(conn));
+      if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+        return fail(client, check + ": " + PQerrorMessage(conn));
       const std::string got = std::string(PQgetvalue(r.get(), 0, 0)) + "/" + PQgetvalue(r.get(), 0, 1);
       const std::string want = std::to_string(i + 1) + "/" + std::to_string(i * (i + 1) / 2);
-      if (got != want) return fail(client, "transaction " + std::to_string(i) + " saw " + got + ", expected " + want);
+      if (got != want)
+        return fail(client, "transaction " + std::to_string(i) + " saw " + got + ", expected " + want);
       r.reset(PQexec(conn, "COMMIT"));
-      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return fail(client, std::string("COMMIT: ") + PQerrorMessage(conn));
+      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK)
+        return fail(client, std::string("COMMIT: ") + PQerrorMessage(conn));
       ++committed;
     }
   };
@@ -170,7 +175,8 @@ TEST(Pool, MinSizeWarmsUpServers) {
   config.databases = PgwardConfig::database_toml(kDatabase, kDatabase, "user = \"pgward_trust\"");
   Pgward pgward(config);
   EXPECT_TRUE(wait_until([&] { return count_backends(monitor, kTrustUser) >= 2; }, 5s))
-      << "pgward opened " << count_backends(monitor, kTrustUser) << " of min_size = 2 servers without clients";
+      << "pgward opened " << count_backends(monitor, kTrustUser)
+      << " of min_size = 2 servers without clients";
   EXPECT_EQ(count_backends(monitor, kTrustUser), 2);
 }
 

@@ -1,0 +1,54 @@
+// What the admin port and the drain may know about one live client session, without touching the session itself
+// (which lives on its own executor and may be on another thread).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace pgward::proxy {
+
+class Session;
+
+// A client's state as PgBouncer's SHOW CLIENTS would put it. `login` covers startup and authentication.
+enum class ClientState : std::uint8_t { login, idle, waiting, active };
+const char* to_string(ClientState s);
+
+struct ClientInfo {
+  ClientInfo(std::uint64_t id, std::string peer, std::weak_ptr<Session> session, boost::asio::any_io_executor exec)
+      : id(id), peer(std::move(peer)), session(std::move(session)), executor(std::move(exec)) {}
+
+  const std::uint64_t id;
+  const std::string peer;
+  const std::chrono::system_clock::time_point connected_at = std::chrono::system_clock::now();
+  const std::weak_ptr<Session> session;
+  const boost::asio::any_io_executor executor;
+
+  std::atomic<ClientState> state{ClientState::login};
+  std::atomic<std::uint64_t> server_id{0};  // the linked server, 0 when none
+
+  struct Identity {
+    std::string database;
+    std::string user;         // as the client logged in
+    std::string server_user;  // the pool's user (differs when [[database]] user is set)
+  };
+  // Set once at login.
+  void set_identity(Identity id) {
+    std::lock_guard lock(mu_);
+    identity_ = std::move(id);
+  }
+  Identity identity() const {
+    std::lock_guard lock(mu_);
+    return identity_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  Identity identity_;
+};
+
+}  // namespace pgward::proxy

@@ -1,0 +1,81 @@
+// The session's side of the statistics: one object per Session that owns its client state (idle, waiting,
+// active) and turns protocol events into counter bumps. Every state change goes through set(), so the per-pool
+// client gauges always sum to the clients that are logged in. Everything here runs on the session's executor;
+// what it shares with other threads is relaxed atomics (and the errors map, behind its own mutex).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "proxy/client_info.hpp"
+#include "proxy/stats.hpp"
+
+namespace pgward::proxy {
+
+class Proxy;
+struct PoolEntry;
+
+class ClientTracker {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  ClientTracker() = default;
+  ClientTracker(const ClientTracker&) = delete;
+  ClientTracker& operator=(const ClientTracker&) = delete;
+  ~ClientTracker();
+
+  // Registers the session with the proxy (admin views, drain).
+  void start(Proxy& proxy, std::shared_ptr<Session> session, std::uint64_t id, std::string peer,
+             boost::asio::any_io_executor exec);
+  // Login succeeded.
+  void logged_in(PoolEntry* pool, std::string_view database, std::string_view user, bool linked);
+
+  void set(PoolEntry* pool, ClientState state);
+  // Around a pool checkout: the client waits, and the time it waited is observed.
+  Clock::time_point begin_wait(PoolEntry* pool);
+  void end_wait(Clock::time_point since);
+  void linked(std::uint64_t server_id);
+  void unlinked();
+
+  // A Query, FunctionCall or Sync goes to the server; `pending` is how many were outstanding before it.
+  void query_sent(std::int64_t pending);
+  // A ReadyForQuery came back; `pending` is how many are still outstanding after it.
+  void ready_for_query(char tx_status, std::int64_t pending);
+
+  void received(std::size_t n) {
+    if (stats_) stats::add(stats_->bytes_received, n);
+  }
+  void sent(std::size_t n) {
+    if (stats_) stats::add(stats_->bytes_sent, n);
+  }
+
+  // An ErrorResponse from the server on its way to the client (the message body after the length word).
+  void server_error(std::string_view body);
+  // An ErrorResponse pgward itself sends.
+  void proxy_error(std::string_view sqlstate);
+
+  // Server cleanup after the client left (DISCARD ALL): counted as a closing server while it runs.
+  void closing_begin() {
+    if (stats_) stats_->servers_closing.fetch_add(1, std::memory_order_relaxed);
+  }
+  void closing_end() {
+    if (stats_) stats_->servers_closing.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  void count_error(std::string_view sqlstate, stats::ErrorOrigin origin);
+  static stats::Gauge* gauge(stats::PoolStats& s, ClientState state);
+
+  Proxy* proxy_ = nullptr;
+  std::shared_ptr<ClientInfo> info_;
+  PoolEntry* pool_ = nullptr;
+  stats::PoolStats* stats_ = nullptr;
+  ClientState state_ = ClientState::login;
+  Clock::time_point query_start_{};
+  Clock::time_point tx_start_{};
+  bool in_tx_ = false;
+};
+
+}  // namespace pgward::proxy

@@ -1,0 +1,110 @@
+#include "proxy/prepared.hpp"
+
+#include <openssl/evp.h>
+
+#include "protocol/codec.hpp"
+
+namespace pgward::proxy {
+
+namespace pr = protocol;
+
+StatementPtr make_statement(std::string_view tail) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(tail.data(), tail.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  auto def = std::make_shared<StatementDef>();
+  def->server_name = "pgw_";
+  for (int i = 0; i < 16; ++i) {  // 128 bits: collisions are out of reach
+    def->server_name += kHex[digest[i] >> 4];
+    def->server_name += kHex[digest[i] & 15];
+  }
+  def->tail = tail;
+  return def;
+}
+
+void ServerStatements::touch(const std::string& name) {
+  auto it = index_.find(name);
+  if (it != index_.end()) lru_.splice(lru_.end(), lru_, it->second);
+}
+
+void ServerStatements::add(const std::string& name) {
+  if (index_.count(name)) {
+    touch(name);
+    return;
+  }
+  lru_.push_back(name);
+  index_.emplace(name, std::prev(lru_.end()));
+}
+
+void ServerStatements::erase(const std::string& name) {
+  auto it = index_.find(name);
+  if (it == index_.end()) return;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+std::optional<std::string> ServerStatements::evict_over(std::size_t max) {
+  if (index_.size() <= max) return std::nullopt;
+  std::string victim = std::move(lru_.front());
+  lru_.pop_front();
+  index_.erase(victim);
+  return victim;
+}
+
+void ServerStatements::clear() {
+  lru_.clear();
+  index_.clear();
+}
+
+std::optional<ParseView> parse_parse(std::string_view body) {
+  pr::Reader rd(body);
+  ParseView v;
+  if (!rd.cstring(v.name)) return std::nullopt;
+  v.tail = rd.rest();
+  // Validate the tail now so that a malformed Parse is refused before it is stored or hashed.
+  std::string_view query;
+  std::int16_t n = 0;
+  if (!rd.cstring(query) || !rd.i16(n) || n < 0 || rd.remaining() != static_cast<std::size_t>(n) * 4) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<BindView> parse_bind(std::string_view body) {
+  pr::Reader rd(body);
+  BindView v;
+  if (!rd.cstring(v.portal) || !rd.cstring(v.statement)) return std::nullopt;
+  v.rest = rd.rest();
+  return v;
+}
+
+std::optional<TargetView> parse_target(std::string_view body) {
+  pr::Reader rd(body);
+  std::uint8_t kind = 0;
+  TargetView v;
+  if (!rd.u8(kind) || (kind != 'S' && kind != 'P') || !rd.cstring(v.name) || !rd.at_end())
+    return std::nullopt;
+  v.kind = static_cast<char>(kind);
+  return v;
+}
+
+void put_parse(std::string& out, std::string_view name, std::string_view tail) {
+  pr::MessageWriter(out, pr::fe::kParse).cstring(name).raw(tail);
+}
+
+void put_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view rest) {
+  pr::MessageWriter(out, pr::fe::kBind).cstring(portal).cstring(statement).raw(rest);
+}
+
+void put_describe(std::string& out, char kind, std::string_view name) {
+  pr::MessageWriter(out, pr::fe::kDescribe).i8(static_cast<std::uint8_t>(kind)).cstring(name);
+}
+
+void put_close(std::string& out, char kind, std::string_view name) {
+  pr::MessageWriter(out, pr::fe::kClose).i8(static_cast<std::uint8_t>(kind)).cstring(name);
+}
+
+void put_parse_complete(std::string& out) { pr::MessageWriter(out, pr::be::kParseComplete); }
+
+}  // namespace pgward::proxy

@@ -1,0 +1,83 @@
+// Prepared statements that never collide: client statement names live in a per-client namespace, and each
+// distinct statement (query text + parameter types) gets one server-side name, "pgw_" + 32 hex digits of its
+// SHA-256, that no client name can equal once rewritten. Identical statements of different clients share one
+// server statement.
+//
+// This file holds the pure parts: the statement definitions, the per-server LRU of names the server has, and
+// the parsers/builders of the extended-protocol messages that carry statement names (PostgreSQL docs,
+// "Message Formats": Parse, Bind, Describe, Close).
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace pgward::proxy {
+
+// One distinct statement. `tail` is the Parse body after the statement name: query\0, Int16 n, n x Int32 type
+// oids.
+struct StatementDef {
+  std::string server_name;
+  std::string tail;
+};
+using StatementPtr = std::shared_ptr<const StatementDef>;
+
+StatementPtr make_statement(std::string_view tail);
+
+// A name no statement ever gets: Bind/Describe of an unknown client name is sent with it, so that PostgreSQL
+// itself answers 26000 (and aborts the transaction exactly as it would have), and the error text is then put
+// back in the client's terms.
+inline constexpr std::string_view kMissingStatement = "pgw_missing";
+// Close of this never-existing name is a no-op that still yields a CloseComplete: it stands in on the wire
+// for a client message pgward answers itself, so that every client message keeps exactly one response in
+// order.
+inline constexpr std::string_view kNoopStatement = "pgw_noop";
+
+// Names of the statements one server connection has, least recently used first.
+class ServerStatements {
+ public:
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  void touch(const std::string& name);
+  void add(const std::string& name);
+  void erase(const std::string& name);
+  // The least recently used name while more than `max` are held; nullopt when within bounds.
+  std::optional<std::string> evict_over(std::size_t max);
+  std::size_t size() const { return index_.size(); }
+  void clear();
+
+ private:
+  std::list<std::string> lru_;  // front: least recently used
+  std::unordered_map<std::string, std::list<std::string>::iterator> index_;
+};
+
+// Views of the name-carrying messages (bodies without the 5-byte header).
+struct ParseView {
+  std::string_view name;
+  std::string_view tail;  // everything after the name
+};
+std::optional<ParseView> parse_parse(std::string_view body);
+
+struct BindView {
+  std::string_view portal;
+  std::string_view statement;
+  std::string_view rest;  // formats, parameters, result formats
+};
+std::optional<BindView> parse_bind(std::string_view body);
+
+struct TargetView {  // Describe and Close
+  char kind = 0;     // 'S' statement, 'P' portal
+  std::string_view name;
+};
+std::optional<TargetView> parse_target(std::string_view body);
+
+void put_parse(std::string& out, std::string_view name, std::string_view tail);
+void put_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view rest);
+void put_describe(std::string& out, char kind, std::string_view name);
+void put_close(std::string& out, char kind, std::string_view name);
+void put_parse_complete(std::string& out);
+
+}  // namespace pgward::proxy
