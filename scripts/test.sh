@@ -20,3 +20,6 @@ PGWARD_BUILD_DIR=build-asan PGWARD_BUILD_TYPE=Debug PGWARD_CMAKE_ARGS="-DPGWARD_
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 1800 "$@"
 
+# A minute of coverage-guided fuzzing over every parser of untrusted bytes (clang, libFuzzer, ASan+UBSan).
+echo "== fuzz"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
