@@ -107,4 +107,21 @@ void put_close(std::string& out, char kind, std::string_view name) {
 
 void put_parse_complete(std::string& out) { pr::MessageWriter(out, pr::be::kParseComplete); }
 
+std::string rewrite_error(std::string_view body, std::string_view sqlstate, std::string_view message) {
+  std::string out;
+  auto fields = pr::parse_fields(body);
+  if (!fields) {
+    pr::put_error_response(out, {"ERROR", sqlstate, message});
+    return out;
+  }
+  pr::MessageWriter w(out, pr::be::kErrorResponse);
+  for (const auto& f : *fields) {
+    w.i8(static_cast<std::uint8_t>(f.code));
+    w.cstring(f.code == 'C' ? sqlstate : f.code == 'M' ? message : f.value);
+  }
+  w.i8(0);
+  w.finish();
+  return out;
+}
+
 }  // namespace pgward::proxy

@@ -80,4 +80,9 @@ void put_describe(std::string& out, char kind, std::string_view name);
 void put_close(std::string& out, char kind, std::string_view name);
 void put_parse_complete(std::string& out);
 
+// The server's ErrorResponse with its SQLSTATE and message replaced and every other field (severity, file,
+// line, routine, position...) kept, so that an error pgward provokes on the client's behalf reads exactly as
+// PostgreSQL's. A body that does not parse gives a minimal ERROR with just those two.
+std::string rewrite_error(std::string_view body, std::string_view sqlstate, std::string_view message);
+
 }  // namespace pgward::proxy

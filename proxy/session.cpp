@@ -579,12 +579,6 @@ void Session::track_frontend(char type) {
 // ---------------------------------------------------------------------------------------------------------------
 // prepared statements
 
-std::string Session::client_error(std::string_view sqlstate, std::string_view message) const {
-  std::string out;
-  pr::put_error_response(out, {"ERROR", sqlstate, message});
-  return out;
-}
-
 void Session::expect(char request, Expect::On on) {
   Expect& e = expects_.emplace_back();
   e.request = request;
@@ -648,7 +642,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would be.
         put_describe(wire, 'S', kMissingStatement);
         expect(pr::fe::kDescribe, Expect::On::error);
-        expects_.back().more().error = client_error("42P05", "prepared statement \"" + name + "\" already exists");
+        expects_.back().more().error_code = "42P05";
+        expects_.back().more().error = "prepared statement \"" + name + "\" already exists";
         return true;
       }
       StatementPtr stmt = make_statement(p->tail);
@@ -712,7 +707,10 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         put_describe(wire, 'S', server_name);
       }
       expect(type, missing.empty() ? Expect::On::forward : Expect::On::error);
-      if (!missing.empty()) expects_.back().more().error = client_error("26000", missing);
+      if (!missing.empty()) {
+        expects_.back().more().error_code = "26000";
+        expects_.back().more().error = std::move(missing);
+      }
       return true;
     }
 
@@ -882,7 +880,8 @@ bool completes(char request, char response) {
 
 }  // namespace
 
-Session::Disposition Session::answer(char type, ServerConn& server, std::string_view& replacement) {
+Session::Disposition Session::answer(char type, std::string_view body, ServerConn& server,
+                                     std::string_view& replacement) {
   // Messages the server may send at any time belong to no request.
   if (type == pr::be::kNoticeResponse || type == pr::be::kNotificationResponse || type == pr::be::kParameterStatus)
     return Disposition::forward;
@@ -909,7 +908,7 @@ Session::Disposition Session::answer(char type, ServerConn& server, std::string_
       expects_.pop_front();
     }
     if (failed.on != Expect::On::error) return Disposition::forward;
-    replacement_ = failed.extra ? std::move(failed.extra->error) : std::string();
+    replacement_ = failed.extra ? rewrite_error(body, failed.extra->error_code, failed.extra->error) : std::string();
     replacement = replacement_;
     return Disposition::replace;
   }
@@ -1143,7 +1142,8 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
       }
       if (!expects_.empty()) {
         std::string_view replacement;
-        switch (answer(type, s, replacement)) {
+        const std::string_view body = rest.substr(pr::kHeaderSize, std::min(h.header.body_size(), rest.size() - 5));
+        switch (answer(type, body, s, replacement)) {
           case Disposition::forward:
             break;
           case Disposition::drop:

@@ -72,6 +72,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // Error text and undo information, for the few requests that carry them (a Parse, an injected message, a
     // stand-in for an error); applied when the request fails or the server skips it after an earlier error.
     struct Extra {
+      std::string error_code;  // On::error: the SQLSTATE and message the client gets instead of the server's
       std::string error;
       std::string client_name;  // a named Parse registered optimistically for this client
       StatementPtr stmt;
@@ -105,8 +106,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void undo(const Expect& e, ServerConn& server, bool failed);
   enum class Disposition { forward, drop, replace };
   // What to do with one server message, given the requests outstanding; pops the request it completes.
-  Disposition answer(char type, ServerConn& server, std::string_view& replacement);
-  std::string client_error(std::string_view sqlstate, std::string_view message) const;
+  // `body` is the whole message body for ReadyForQuery, ParameterStatus and ErrorResponse.
+  Disposition answer(char type, std::string_view body, ServerConn& server, std::string_view& replacement);
 
   Proxy& proxy_;
   tcp::socket client_;
