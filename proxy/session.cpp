@@ -1208,6 +1208,13 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     }
     if (statement_violation) {
       s.consume(6);  // the ReadyForQuery reporting the open transaction
+      if (pending_ != 0 || ext_open_) {
+        // The client pipelined more behind the transaction block: its replies would mix with the rollback's.
+        co_await send_error(ss::kFeatureNotSupported,
+                            "transaction blocks are not allowed in statement pooling mode", true);
+        unlink(false);
+        co_return;
+      }
       auto err = co_await s.run_internal("ROLLBACK");
       co_await send_error(ss::kFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode",
                           false);
@@ -1216,7 +1223,9 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
       unlink(!err && s.rpos == s.rend);
       co_return;
     }
-    if (release) {
+    // Decided before the write to the client, checked again after it: while that write was under way, client_loop
+    // may have sent the next batch to this still-linked server, and releasing now would strand it there.
+    if (release && releasable()) {
       // Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no server that
       // has unread bytes.
       unlink(s.rpos == s.rend);
