@@ -2,6 +2,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -54,12 +56,17 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(cfg->log_level));
   spdlog::info("pgward {} starting with {}", PGWARD_VERSION, path);
 
+  int code = 1;
   try {
-    pgward::proxy::Proxy proxy(cfg, path);
-    proxy.add_service(pgward::admin::make_admin_server(proxy, PGWARD_VERSION));
-    return proxy.run();
+    // Never destroyed: once run() returns, clients have had their answers (drain sends 57P01), and unwinding would
+    // destroy suspended sessions whose destructors reach back into the proxy's registries and pools mid-teardown.
+    auto* proxy = new pgward::proxy::Proxy(cfg, path);
+    proxy->add_service(pgward::admin::make_admin_server(*proxy, PGWARD_VERSION));
+    code = proxy->run();
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());
-    return 1;
   }
+  spdlog::shutdown();
+  std::fflush(nullptr);
+  std::_Exit(code);
 }
