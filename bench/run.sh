@@ -129,6 +129,16 @@ probe() {  # probe PORT: one query through the target
   PGCONNECT_TIMEOUT=5 timeout 15 psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d bench -c 'SELECT 1' 2>&1
 }
 
+# probe_started TARGET PORT: a target that started must also answer; records why not.
+probe_started() {
+  local out
+  if ! out="$(probe "$2")"; then
+    DOWN_REASON[$1]="started but SELECT 1 failed: $(echo "$out" | tr '\n' ' ')"
+    return 1
+  fi
+  return 0
+}
+
 proxy_alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
 
 start_pgward() {  # start_pgward TARGET WORKERS
@@ -171,12 +181,7 @@ TOML
     PID[$t]=""
     return 1
   fi
-  local out
-  if ! out="$(probe "$port")"; then
-    DOWN_REASON[$t]="started but SELECT 1 failed: $(echo "$out" | tr '\n' ' ')"
-    return 1
-  fi
-  return 0
+  probe_started "$t" "$port"
 }
 
 pgb_runuser_pid=""
@@ -237,12 +242,7 @@ INI
     PID[$t]=""
     return 1
   fi
-  local out
-  if ! out="$(probe "$port")"; then
-    DOWN_REASON[$t]="started but SELECT 1 failed: $(echo "$out" | tr '\n' ' ')"
-    return 1
-  fi
-  return 0
+  probe_started "$t" "$port"
 }
 
 start_target() {

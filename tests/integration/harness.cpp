@@ -721,23 +721,30 @@ std::string terminate() { return message('X', ""); }
 
 }  // namespace wire
 
-RawClient::RawClient(int port, std::chrono::milliseconds timeout) {
-  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) throw std::runtime_error("socket: " + std::string(strerror(errno)));
+int connect_loopback(int port, std::chrono::milliseconds timeout) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>(timeout.count() % 1000 * 1000);
-  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    std::string error = strerror(errno);
-    close(fd_);
-    throw std::runtime_error("connect to port " + std::to_string(port) + ": " + error);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
   }
+  return fd;
+}
+
+RawClient::RawClient(int port, std::chrono::milliseconds timeout) {
+  fd_ = connect_loopback(port, timeout);
+  if (fd_ < 0) throw std::runtime_error("connect to port " + std::to_string(port) + ": " + strerror(errno));
 }
 
 RawClient::~RawClient() {

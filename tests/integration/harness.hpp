@@ -135,6 +135,9 @@ int count_backends(PGconn* direct, const std::string& user, const std::string& d
 // A free TCP port on 127.0.0.1 (bound to port 0 and released).
 int free_port();
 
+// A TCP socket connected to 127.0.0.1:port with send/receive timeouts; -1 with errno set on failure.
+int connect_loopback(int port, std::chrono::milliseconds timeout);
+
 // fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.
 pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);
