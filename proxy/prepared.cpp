@@ -8,18 +8,33 @@ namespace pgward::proxy {
 
 namespace pr = protocol;
 
-StatementPtr make_statement(std::string_view tail) {
+namespace {
+// prefix + 32 hex digits (128 bits) of SHA-256(key): collisions are out of reach.
+std::string server_name_for(std::string_view prefix, std::string_view key) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(tail.data(), tail.size(), digest, &len, EVP_sha256(), nullptr);
+  EVP_Digest(key.data(), key.size(), digest, &len, EVP_sha256(), nullptr);
   static constexpr char kHex[] = "0123456789abcdef";
-  auto def = std::make_shared<StatementDef>();
-  def->server_name = "pgw_";
-  for (int i = 0; i < 16; ++i) {  // 128 bits: collisions are out of reach
-    def->server_name += kHex[digest[i] >> 4];
-    def->server_name += kHex[digest[i] & 15];
+  std::string name(prefix);
+  for (int i = 0; i < 16; ++i) {
+    name += kHex[digest[i] >> 4];
+    name += kHex[digest[i] & 15];
   }
+  return name;
+}
+}  // namespace
+
+StatementPtr make_statement(std::string_view tail) {
+  auto def = std::make_shared<StatementDef>();
+  def->server_name = server_name_for("pgw_", tail);
   def->tail = tail;
+  return def;
+}
+
+StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql) {
+  auto def = std::make_shared<StatementDef>();
+  def->server_name = server_name_for("pgw_q", owner_key);  // never equal to a Parse-made name (pgw_ + hex)
+  def->sql = sql;
   return def;
 }
 

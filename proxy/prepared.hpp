@@ -23,10 +23,15 @@ namespace pgward::proxy {
 struct StatementDef {
   std::string server_name;
   std::string tail;
+  // Made by SQL PREPARE: what follows the name ("(int) AS SELECT $1"); empty for a protocol-level Parse.
+  std::string sql;
 };
 using StatementPtr = std::shared_ptr<const StatementDef>;
 
 StatementPtr make_statement(std::string_view tail);
+// A statement made by SQL PREPARE. Its server name comes from `owner_key` (unique per client and name), so it
+// never collides with another client's, even for the same text.
+StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql);
 
 // A name no statement ever gets: Bind/Describe of an unknown client name is sent with it, so that PostgreSQL
 // itself answers 26000 (and aborts the transaction exactly as it would have), and the error text is then put

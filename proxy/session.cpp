@@ -592,6 +592,7 @@ void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
     stats::add(pool_->stats.prepared_hits);
     return;
   }
+  if (!stmt->sql.empty()) return;  // made by SQL PREPARE: only a simple query re-creates it (see rewrite_prepare_execute)
   stats::add(pool_->stats.prepared_misses);
   const std::size_t max = database_->pool.max_prepared_statements;
   while (auto victim = held.evict_over(max - 1)) {
@@ -620,7 +621,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       // a rollback): they act on this client's names, as in a simple query.
       std::string rewritten;
       if (StatementPtr target = apply_statement_command(p->tail.substr(0, p->tail.find('\0')))) {
-        rewritten = deallocate_on_server(target, wire);
+        rewritten = deallocate_on_server(target, wire, false);
         rewritten.append(1, '\0').append(2, '\0');  // no parameter types
         p->tail = rewritten;
       }
@@ -693,7 +694,11 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
           expects_.back().more().injected_unnamed = true;
           unnamed_on_server_ = true;
         }
-      } else if (auto it = statements_.find(std::string(statement)); it != statements_.end()) {
+      } else if (auto it = statements_.find(std::string(statement));
+                 it != statements_.end() && (it->second->sql.empty() ||
+                                             server_->statements.contains(it->second->server_name))) {
+        // (A statement made by SQL PREPARE cannot be re-created inside an extended-protocol batch: only a
+        // simple query can carry PREPARE, and it would end the batch's implicit transaction.)
         ensure_on_server(it->second, wire);
         server_name = it->second->server_name;
       } else {
@@ -737,6 +742,15 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
   }
   return false;
 }
+
+// A whole query that is one `PREPARE name [(types)] AS statement` or `EXECUTE name [(arguments)]`. `rest` is what
+// follows the name, trailing white space and ';' removed. Anything else (several statements, PREPARE TRANSACTION)
+// is left alone.
+struct NamedSql {
+  bool prepare = false;
+  std::string name;
+  std::string_view rest;
+};
 
 namespace {
 
@@ -795,6 +809,57 @@ SqlCommand classify(std::string_view sql) {
   return {SqlCommand::deallocate, unquote(words[at])};
 }
 
+std::optional<NamedSql> parse_prepare_execute(std::string_view sql) {
+  auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$'; };
+  std::size_t i = 0;
+  while (i < sql.size() && is_space(sql[i])) ++i;
+  std::string keyword;
+  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
+    keyword += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
+  if (keyword != "prepare" && keyword != "execute") return std::nullopt;
+  if (i >= sql.size() || !is_space(sql[i])) return std::nullopt;
+  while (i < sql.size() && is_space(sql[i])) ++i;
+  NamedSql out;
+  out.prepare = keyword == "prepare";
+  if (i < sql.size() && sql[i] == '"') {
+    for (++i;; ++i) {
+      if (i >= sql.size()) return std::nullopt;
+      if (sql[i] == '"') {
+        if (i + 1 < sql.size() && sql[i + 1] == '"') {
+          out.name += '"';
+          ++i;
+          continue;
+        }
+        ++i;
+        break;
+      }
+      out.name += sql[i];
+    }
+  } else {
+    if (i >= sql.size() || !(std::isalpha(static_cast<unsigned char>(sql[i])) || sql[i] == '_')) return std::nullopt;
+    while (i < sql.size() && ident(sql[i]))
+      out.name += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
+  }
+  std::string_view rest = sql.substr(i);
+  while (!rest.empty() && (is_space(rest.back()) || rest.back() == ';')) rest.remove_suffix(1);
+  if (rest.find(';') != std::string_view::npos) return std::nullopt;  // more than one statement (or a ';' in a literal)
+  if (out.prepare) {
+    // "(types) AS ..." or "AS ..."; PREPARE TRANSACTION 'id' has no AS and stays untouched.
+    std::string lower;
+    for (char c : rest.substr(0, 4096)) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const auto as = lower.find(" as ");
+    const auto first = rest.find_first_not_of(" \t\r\n");
+    if (as == std::string::npos || first == std::string_view::npos) return std::nullopt;
+    if (rest[first] != '(' && lower.compare(first, 3, "as ") != 0) return std::nullopt;
+  } else {
+    const auto first = rest.find_first_not_of(" \t\r\n");
+    if (first != std::string_view::npos && rest[first] != '(') return std::nullopt;
+  }
+  out.rest = rest;
+  return out;
+}
+
 bool mentions_ci(std::string_view text, std::string_view word) {
   return std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
            return std::tolower(static_cast<unsigned char>(a)) == b;
@@ -832,12 +897,65 @@ StatementPtr Session::apply_statement_command(std::string_view sql) {
   return nullptr;
 }
 
-std::string Session::deallocate_on_server(const StatementPtr& stmt, std::string& wire) {
+std::string Session::deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query) {
   // DEALLOCATE the server statement standing for this client's name, so that the command tag and any error are
   // PostgreSQL's own; other clients that share it get it parsed again on their next use.
+  if (!stmt->sql.empty() && simple_query && !server_->statements.contains(stmt->server_name)) {
+    pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
+    expect(pr::fe::kQuery, Expect::On::swallow);
+    ++pending_;
+  }
   ensure_on_server(stmt, wire);
   server_->statements.erase(stmt->server_name);
   return "DEALLOCATE " + stmt->server_name;
+}
+
+void Session::rewrite_prepare_execute(const NamedSql& cmd, std::string& wire) {
+  auto it = statements_.find(cmd.name);
+  if (cmd.prepare) {
+    if (it != statements_.end()) {
+      // PostgreSQL's 42P05, raised by the server itself so that a transaction block aborts as it would.
+      pr::put_query(wire, "EXECUTE " + std::string(kMissingStatement));
+      expect(pr::fe::kQuery, Expect::On::error);
+      expects_.back().more().error_code = "42P05";
+      expects_.back().more().error = "prepared statement \"" + cmd.name + "\" already exists";
+      return;
+    }
+    StatementPtr stmt = make_sql_statement(std::to_string(id_) + '\0' + cmd.name, cmd.rest);
+    statements_[cmd.name] = stmt;
+    server_->statements.add(stmt->server_name);
+    pr::put_query(wire, "PREPARE " + stmt->server_name + " " + std::string(cmd.rest));
+    expect(pr::fe::kQuery);
+    Expect::Extra& x = expects_.back().more();  // a failed PREPARE leaves no name behind
+    x.client_name = cmd.name;
+    x.stmt = std::move(stmt);
+    x.server_added = x.stmt->server_name;
+    return;
+  }
+  if (it == statements_.end()) {
+    // PostgreSQL answers 26000 with the client's own name: no server statement is ever called that.
+    pr::put_query(wire, "EXECUTE \"" + cmd.name + "\" " + std::string(cmd.rest));
+    expect(pr::fe::kQuery);
+    return;
+  }
+  const StatementPtr& stmt = it->second;
+  if (!server_->statements.contains(stmt->server_name)) {
+    // A complete preamble whose replies the client never sees: a PREPARE query, or Close+Parse+Sync.
+    if (!stmt->sql.empty()) {
+      pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
+      expect(pr::fe::kQuery, Expect::On::swallow);
+      server_->statements.add(stmt->server_name);
+    } else {
+      ensure_on_server(stmt, wire);
+      pr::put_sync(wire);
+      expect(pr::fe::kSync, Expect::On::swallow);
+    }
+    ++pending_;
+  } else {
+    server_->statements.touch(stmt->server_name);
+  }
+  pr::put_query(wire, "EXECUTE " + stmt->server_name + " " + std::string(cmd.rest));
+  expect(pr::fe::kQuery);
 }
 
 bool Session::note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos) {
@@ -845,13 +963,25 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, std
   unnamed_.reset();
   unnamed_on_server_ = false;
   auto sql = pr::parse_query(message.substr(pr::kHeaderSize));
+  if (sql && !sql->empty()) {
+    const char first = static_cast<char>(std::tolower(static_cast<unsigned char>(sql->front())));
+    if (first == 'p' || first == 'e' || std::isspace(static_cast<unsigned char>(sql->front()))) {
+      if (auto named = parse_prepare_execute(*sql)) {
+        wire.append(cbuf_, span, pos - span);
+        rewrite_prepare_execute(*named, wire);
+        pos += message.size();
+        span = pos;
+        return true;
+      }
+    }
+  }
   StatementPtr target = sql ? apply_statement_command(*sql) : nullptr;
   if (!target) {
     expect(pr::fe::kQuery);
     return false;
   }
   wire.append(cbuf_, span, pos - span);
-  pr::put_query(wire, deallocate_on_server(target, wire));
+  pr::put_query(wire, deallocate_on_server(target, wire, true));
   expect(pr::fe::kQuery);
   pos += message.size();
   span = pos;
@@ -890,13 +1020,23 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
     while (!expects_.empty()) {
       Expect e = std::move(expects_.front());
       expects_.pop_front();
-      if (ends_with_sync(e.request)) break;
+      if (ends_with_sync(e.request)) return e.on == Expect::On::swallow ? Disposition::drop : Disposition::forward;
       undo(e, server, false);
     }
     return Disposition::forward;
   }
   Expect& front = expects_.front();
-  if (ends_with_sync(front.request)) return Disposition::forward;  // output of a simple query or function call
+  if (ends_with_sync(front.request)) {  // output of a simple query, function call or Sync
+    if (front.on == Expect::On::swallow) return Disposition::drop;  // a preamble pgward injected
+    if (type != pr::be::kErrorResponse || !front.extra) return Disposition::forward;
+    const bool replace = front.on == Expect::On::error;
+    undo(front, server, true);
+    if (replace) replacement_ = rewrite_error(body, front.extra->error_code, front.extra->error);
+    front.extra.reset();  // one error per query is enough to undo
+    if (!replace) return Disposition::forward;
+    replacement = replacement_;
+    return Disposition::replace;
+  }
 
   if (type == pr::be::kErrorResponse) {
     Expect failed = std::move(front);
@@ -1148,6 +1288,7 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
             break;
           case Disposition::drop:
           case Disposition::replace:
+            if (type == pr::be::kReadyForQuery && pending_ > 0) --pending_;  // an injected preamble's
             // Cut this message out of what goes to the client (and put the replacement in its place).
             server_wire_.append(s.rbuf, span, pos - span);
             server_wire_.append(replacement);

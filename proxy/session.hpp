@@ -21,6 +21,8 @@
 
 namespace pgward::proxy {
 
+struct NamedSql;  // a single SQL PREPARE or EXECUTE (session.cpp)
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Proxy& proxy, tcp::socket socket, std::uint64_t id);
@@ -100,7 +102,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // DEALLOCATE [ALL] / DISCARD ALL in a query text act on this client's names: returns the statement whose server
   // copy the query must DEALLOCATE instead, when it names one of this client's statements.
   StatementPtr apply_statement_command(std::string_view sql);
-  std::string deallocate_on_server(const StatementPtr& stmt, std::string& wire);
+  std::string deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query);
+  void rewrite_prepare_execute(const NamedSql& cmd, std::string& wire);
   bool note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos);
   void expect(char request, Expect::On on = Expect::On::forward);
   void undo(const Expect& e, ServerConn& server, bool failed);

@@ -185,6 +185,62 @@ TEST(Prepared, DeallocateThroughExtendedProtocolAffectsOnlyItsClient) {
   }
 }
 
+// SQL-level PREPARE/EXECUTE are namespaced like protocol-level statements, and survive moving between
+// servers.
+TEST(Prepared, SqlPrepareExecuteAcrossTransactionsAndClients) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(2)});
+  Conn a = pgward.connect();
+  Conn b = pgward.connect();
+  Conn c = pgward.connect();
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  exec(a, "PREPARE s1 (int) AS SELECT $1 + 1000");
+  exec(c, "PREPARE s1 AS SELECT 'c'");  // the same name in another client: no 42P05
+  // B pins the most recently used server, so A's EXECUTE runs on the other one.
+  exec(b, "BEGIN");
+  exec(b, "SELECT 1");
+  EXPECT_EQ(query_value(a, "EXECUTE s1(5)"), "1005");
+  EXPECT_EQ(query_value(c, "EXECUTE s1"), "c");
+  exec(b, "COMMIT");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(query_value(a, "execute S1 (" + std::to_string(i) + ");"), std::to_string(1000 + i));
+    EXPECT_EQ(query_value(c, "EXECUTE s1"), "c");
+  }
+  // A statement prepared through the protocol can be EXECUTEd from SQL, as on PostgreSQL.
+  ASSERT_EQ(prepare(a, "p1", "SELECT $1::int * 3"), "");
+  exec(b, "BEGIN");
+  exec(b, "SELECT 1");
+  EXPECT_EQ(query_value(a, "EXECUTE p1(4)"), "12");
+  exec(b, "COMMIT");
+  // Errors as on PostgreSQL, in the client's own terms.
+  for (bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct" : "pgward");
+    Conn conn = direct ? connect_direct(kTrustUser) : pgward.connect();
+    exec(conn, "PREPARE d1 AS SELECT 1");
+    Result dup(PQexec(conn, "PREPARE d1 AS SELECT 2"));
+    EXPECT_EQ(sqlstate(dup.get()), "42P05");
+    EXPECT_STREQ(PQresultErrorField(dup.get(), PG_DIAG_MESSAGE_PRIMARY),
+                 "prepared statement \"d1\" already exists");
+    Result unknown(PQexec(conn, "EXECUTE nope"));
+    EXPECT_EQ(sqlstate(unknown.get()), "26000");
+    EXPECT_STREQ(PQresultErrorField(unknown.get(), PG_DIAG_MESSAGE_PRIMARY),
+                 "prepared statement \"nope\" does not exist");
+    exec(conn, "BEGIN");
+    EXPECT_EQ(exec_sqlstate(conn, "PREPARE d1 AS SELECT 3"), "42P05");
+    EXPECT_EQ(exec_sqlstate(conn, "SELECT 1"), "25P02");
+    exec(conn, "ROLLBACK");
+    EXPECT_EQ(exec_sqlstate(conn, "PREPARE bad AS SELECT no_such_column"), "42703");
+    EXPECT_EQ(exec_sqlstate(conn, "EXECUTE bad"), "26000");  // a failed PREPARE leaves no name
+    exec(conn, "DEALLOCATE d1");
+    EXPECT_EQ(exec_sqlstate(conn, "EXECUTE d1"), "26000");
+  }
+  // DEALLOCATE of an SQL-made statement affects only its client.
+  exec(a, "DEALLOCATE s1");
+  EXPECT_EQ(exec_sqlstate(a, "EXECUTE s1(1)"), "26000");
+  EXPECT_EQ(query_value(c, "EXECUTE s1"), "c");
+  // A query of several statements passes through unchanged (its names are not namespaced).
+  EXPECT_EQ(query_value(a, "PREPARE s2 AS SELECT 2; EXECUTE s2"), "2");
+}
+
 TEST(Prepared, CloseThenParseAgainWithOtherSql) {
   Pgward pgward(PgwardConfig{.pool = pool_toml(1)});
   RawClient client(pgward.port());
