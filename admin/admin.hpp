@@ -1,5 +1,5 @@
-// The admin HTTP port ([admin] listen): /metrics, /health/live, /health/ready, the JSON views under /api/ and the
-// operations (reload, pause, resume). It runs on the proxy's main io_context, reads the proxy through its
+// The admin HTTP port ([admin] listen): /metrics, /health/live, /health/ready, the JSON views under /api/ and
+// the operations (reload, pause, resume). It runs on the proxy's main io_context, reads the proxy through its
 // read-only views and atomics, and never holds a lock a session could wait on for longer than a copy.
 #pragma once
 

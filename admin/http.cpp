@@ -1,6 +1,6 @@
 // The admin HTTP server on Boost.Beast: one coroutine per connection on the proxy's main io_context, bounded
-// requests (8 KiB of headers, 64 KiB of body, 30 s per request), keep-alive, and a 400 for anything that does not
-// parse. The only translation unit that includes Beast.
+// requests (8 KiB of headers, 64 KiB of body, 30 s per request), keep-alive, and a 400 for anything that does
+// not parse. The only translation unit that includes Beast.
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -55,7 +55,8 @@ std::string query_param(std::string_view query, std::string_view key) {
     for (std::size_t i = 0; i < raw.size(); ++i) {
       if (raw[i] == '+') {
         out += ' ';
-      } else if (raw[i] == '%' && i + 2 < raw.size() && std::isxdigit(static_cast<unsigned char>(raw[i + 1])) &&
+      } else if (raw[i] == '%' && i + 2 < raw.size() &&
+                 std::isxdigit(static_cast<unsigned char>(raw[i + 1])) &&
                  std::isxdigit(static_cast<unsigned char>(raw[i + 2]))) {
         out += static_cast<char>(std::stoi(std::string(raw.substr(i + 1, 2)), nullptr, 16));
         i += 2;
@@ -79,8 +80,8 @@ class AdminServer final : public proxy::Service {
       try {
         bind(ep);
       } catch (const std::exception& e) {
-        spdlog::error("admin: cannot listen on {}:{}: {}; the admin port is not served there", ep.host, ep.port,
-                      e.what());
+        spdlog::error("admin: cannot listen on {}:{}: {}; the admin port is not served there", ep.host,
+                      ep.port, e.what());
       }
     }
   }
@@ -113,9 +114,10 @@ class AdminServer final : public proxy::Service {
     const auto local = acceptor->local_endpoint();
     spdlog::info("admin: listening on {}:{}", local.address().to_string(), local.port());
     if (!loopback && !cfg_token())
-      spdlog::warn("admin: {}:{} is not a loopback address and [admin] token is not set: read-only endpoints are "
-                   "open to anyone who can reach it, and reload/pause/resume are refused",
-                   local.address().to_string(), local.port());
+      spdlog::warn(
+          "admin: {}:{} is not a loopback address and [admin] token is not set: read-only endpoints are "
+          "open to anyone who can reach it, and reload/pause/resume are refused",
+          local.address().to_string(), local.port());
     asio::co_spawn(ctx, accept_loop(*acceptor, loopback), asio::detached);
     acceptors_.push_back(std::move(acceptor));
   }
@@ -130,7 +132,8 @@ class AdminServer final : public proxy::Service {
         co_await t.async_wait(as_tuple(use_awaitable));
         continue;
       }
-      asio::co_spawn(proxy_.main_context(), serve(beast::tcp_stream(std::move(sock)), loopback), asio::detached);
+      asio::co_spawn(proxy_.main_context(), serve(beast::tcp_stream(std::move(sock)), loopback),
+                     asio::detached);
     }
   }
 
@@ -143,9 +146,11 @@ class AdminServer final : public proxy::Service {
       stream.expires_after(kRequestTimeout);
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple(use_awaitable));
       if (ec) {
-        // A clean close between requests, a timeout or a reset: nothing to answer. Anything else did not parse.
-        const bool io = ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
-                        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        // A clean close between requests, a timeout or a reset: nothing to answer. Anything else did not
+        // parse.
+        const bool io = ec == http::error::end_of_stream || ec == asio::error::eof ||
+                        ec == beast::error::timeout || ec == asio::error::connection_reset ||
+                        ec == asio::error::operation_aborted ||
                         ec.category() == asio::error::get_system_category();
         if (!io) {
           Response res{http::status::bad_request, 11};
@@ -182,15 +187,16 @@ class AdminServer final : public proxy::Service {
     return reply(status, "{\"error\":" + json_string(message) + "}");
   }
 
-  // With a token: every mutating request, and every request on a non-loopback listener except the health checks
-  // (which orchestrators call without credentials), needs `Authorization: Bearer <token>`.
-  // Read per request, so that a reload can change the token.
+  // With a token: every mutating request, and every request on a non-loopback listener except the health
+  // checks (which orchestrators call without credentials), needs `Authorization: Bearer <token>`. Read per
+  // request, so that a reload can change the token.
   std::optional<std::string> cfg_token() const { return proxy_.config()->admin_token; }
 
   bool authorized(const Request& req, const std::string& token) const {
     const auto header = req[http::field::authorization];
     constexpr std::string_view kBearer = "Bearer ";
-    if (header.size() <= kBearer.size() || !beast::iequals(header.substr(0, kBearer.size()), kBearer)) return false;
+    if (header.size() <= kBearer.size() || !beast::iequals(header.substr(0, kBearer.size()), kBearer))
+      return false;
     return constant_time_equal(token, std::string_view(header.data(), header.size()).substr(kBearer.size()));
   }
 
@@ -198,7 +204,8 @@ class AdminServer final : public proxy::Service {
     const std::string_view target(req.target().data(), req.target().size());
     const auto qmark = target.find('?');
     const std::string_view path = target.substr(0, qmark);
-    const std::string_view query = qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
+    const std::string_view query =
+        qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
     const bool post = req.method() == http::verb::post;
     const bool health = path.starts_with("/health/");
@@ -212,7 +219,8 @@ class AdminServer final : public proxy::Service {
         co_return res;
       }
       if (!token && mutating && !loopback)
-        co_return error(http::status::forbidden, "set [admin] token to use this endpoint on a non-loopback address");
+        co_return error(http::status::forbidden,
+                        "set [admin] token to use this endpoint on a non-loopback address");
     }
 
     auto only = [&](bool allowed, std::string_view allow) -> std::optional<Response> {
@@ -224,7 +232,8 @@ class AdminServer final : public proxy::Service {
 
     if (path == "/metrics") {
       if (auto r = only(get, "GET")) co_return *r;
-      co_return reply(http::status::ok, render_metrics(proxy_, version_), "text/plain; version=0.0.4; charset=utf-8");
+      co_return reply(http::status::ok, render_metrics(proxy_, version_),
+                      "text/plain; version=0.0.4; charset=utf-8");
     }
     if (path == "/health/live") {
       if (auto r = only(get, "GET")) co_return *r;
@@ -265,7 +274,8 @@ class AdminServer final : public proxy::Service {
       const bool pause = path == "/api/pause";
       const bool ok = pause ? proxy_.pause(database) : proxy_.resume(database);
       if (!ok) co_return error(http::status::not_found, "no database named \"" + database + "\"");
-      std::string body = std::string("{\"status\":") + (pause ? "\"paused\"" : "\"resumed\"") + ",\"paused\":[";
+      std::string body =
+          std::string("{\"status\":") + (pause ? "\"paused\"" : "\"resumed\"") + ",\"paused\":[";
       const auto paused = proxy_.paused();
       for (std::size_t i = 0; i < paused.size(); ++i) body += (i ? "," : "") + json_string(paused[i]);
       co_return reply(http::status::ok, body + "]}");

@@ -1,6 +1,7 @@
-// /metrics: a fresh prometheus-cpp registry per scrape, filled from the atomics in proxy/stats.hpp and the pools'
-// own counts, then serialized with prometheus::TextSerializer. Building at scrape time keeps every cost off the
-// data path (sessions only bump relaxed atomics) and makes series of removed pools disappear by themselves.
+// /metrics: a fresh prometheus-cpp registry per scrape, filled from the atomics in proxy/stats.hpp and the
+// pools' own counts, then serialized with prometheus::TextSerializer. Building at scrape time keeps every
+// cost off the data path (sessions only bump relaxed atomics) and makes series of removed pools disappear by
+// themselves.
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -64,58 +65,71 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
 
   set_counter(counter(r, "pgward_client_connections_accepted_total", "Client TCP connections accepted"), {},
               st::get(g.clients_accepted));
-  set_counter(counter(r, "pgward_client_connections_refused_total", "Client connections refused at login, by reason"),
-              {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
-  auto& cancels = counter(r, "pgward_cancel_requests_total", "CancelRequests received, by what became of them");
+  set_counter(
+      counter(r, "pgward_client_connections_refused_total", "Client connections refused at login, by reason"),
+      {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
+  auto& cancels =
+      counter(r, "pgward_cancel_requests_total", "CancelRequests received, by what became of them");
   set_counter(cancels, {{"result", "forwarded"}}, st::get(g.cancel_forwarded));
   set_counter(cancels, {{"result", "ignored"}}, st::get(g.cancel_ignored));
   set_counter(counter(r, "pgward_commit_outcome_unknown_total",
                       "Clients told 08007: the connection broke while a COMMIT was in flight"),
               {}, st::get(g.commit_unknown));
-  auto& reloads = counter(r, "pgward_config_reloads_total", "Configuration reloads (SIGHUP, POST /api/reload)");
+  auto& reloads =
+      counter(r, "pgward_config_reloads_total", "Configuration reloads (SIGHUP, POST /api/reload)");
   set_counter(reloads, {{"result", "ok"}}, st::get(g.reloads_ok));
   set_counter(reloads, {{"result", "failed"}}, st::get(g.reloads_failed));
-  gauge(r, "pgward_config_last_reload_success_timestamp_seconds", "Unix time of the last successful reload (0: none)")
+  gauge(r, "pgward_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful reload (0: none)")
       .Add({})
       .Set(g.last_reload_success_time.load());
 
-  auto& errors = counter(r, "pgward_errors_total",
-                         "ErrorResponses sent to clients, by SQLSTATE and origin (server: relayed from PostgreSQL; "
-                         "proxy: made by pgward)");
+  auto& errors =
+      counter(r, "pgward_errors_total",
+              "ErrorResponses sent to clients, by SQLSTATE and origin (server: relayed from PostgreSQL; "
+              "proxy: made by pgward)");
   for (const auto& [key, n] : g.errors.snapshot()) {
     const auto& [database, user, sqlstate, origin] = key;
     set_counter(errors,
-                {{"database", database}, {"user", user}, {"sqlstate", sqlstate},
+                {{"database", database},
+                 {"user", user},
+                 {"sqlstate", sqlstate},
                  {"origin", std::string(st::to_string(origin))}},
                 static_cast<double>(n));
   }
 
   auto& clients = gauge(r, "pgward_client_connections", "Logged-in client connections by state");
   auto& servers = gauge(r, "pgward_server_connections", "Server connections by state");
-  auto& size_max = gauge(r, "pgward_pool_max_server_connections", "Pool size: the bound on server connections");
-  auto& size_min = gauge(r, "pgward_pool_min_server_connections", "Pool min_size: server connections kept warm");
+  auto& size_max =
+      gauge(r, "pgward_pool_max_server_connections", "Pool size: the bound on server connections");
+  auto& size_min =
+      gauge(r, "pgward_pool_min_server_connections", "Pool min_size: server connections kept warm");
   auto& paused = gauge(r, "pgward_pool_paused", "1 while the pool is paused (POST /api/pause)");
-  auto& wait_timeouts =
-      counter(r, "pgward_pool_wait_timeouts_total", "Clients that waited wait_timeout for a server and got 53300");
+  auto& wait_timeouts = counter(r, "pgward_pool_wait_timeouts_total",
+                                "Clients that waited wait_timeout for a server and got 53300");
   auto& opened = counter(r, "pgward_server_connections_opened_total", "Server connections opened");
   auto& closed = counter(r, "pgward_server_connections_closed_total", "Server connections closed");
-  auto& attempts = counter(r, "pgward_server_connect_attempts_total", "Server connection attempts (TCP + login)");
-  auto& failures = counter(r, "pgward_server_connect_failures_total", "Server connection attempts that failed");
+  auto& attempts =
+      counter(r, "pgward_server_connect_attempts_total", "Server connection attempts (TCP + login)");
+  auto& failures =
+      counter(r, "pgward_server_connect_failures_total", "Server connection attempts that failed");
   auto& transactions = counter(r, "pgward_transactions_total", "Transactions completed (ReadyForQuery idle)");
-  auto& queries = counter(r, "pgward_queries_total", "Queries completed (Query, FunctionCall or Sync answered)");
+  auto& queries =
+      counter(r, "pgward_queries_total", "Queries completed (Query, FunctionCall or Sync answered)");
   auto& received = counter(r, "pgward_client_received_bytes_total", "Bytes received from clients");
   auto& sent = counter(r, "pgward_client_sent_bytes_total", "Bytes sent to clients");
   auto& wait = histogram(r, "pgward_pool_wait_seconds", "Time a client waited for a server at checkout");
   auto& tx_seconds = histogram(r, "pgward_transaction_duration_seconds",
                                "Transaction duration seen at the proxy: first query to ReadyForQuery idle");
-  auto& query_seconds =
-      histogram(r, "pgward_query_duration_seconds", "Query duration seen at the proxy: sent to ReadyForQuery");
+  auto& query_seconds = histogram(r, "pgward_query_duration_seconds",
+                                  "Query duration seen at the proxy: sent to ReadyForQuery");
   auto& ps_hits = counter(r, "pgward_prepared_statement_cache_hits_total",
                           "Prepared statements a server already had under pgward's name");
   auto& ps_misses = counter(r, "pgward_prepared_statement_cache_misses_total",
                             "Prepared statements pgward had to prepare on the server");
-  auto& ps_evictions = counter(r, "pgward_prepared_statement_cache_evictions_total",
-                               "Prepared statements closed on a server to stay within max_prepared_statements");
+  auto& ps_evictions =
+      counter(r, "pgward_prepared_statement_cache_evictions_total",
+              "Prepared statements closed on a server to stay within max_prepared_statements");
 
   for (proxy::PoolEntry* e : p.pools()) {
     const Labels base{{"database", e->pool.database()}, {"user", e->pool.user()}};

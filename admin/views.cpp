@@ -25,21 +25,11 @@ std::string json_string(std::string_view s) {
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (ch) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -220,7 +210,10 @@ std::string config_json(proxy::Proxy& p) {
   std::vector<std::string> dbs;
   for (const auto& db : cfg->databases) {
     Obj o;
-    o.str("name", db.name).str("host", db.host).num("port", db.port).str("dbname", db.dbname.empty() ? db.name : db.dbname);
+    o.str("name", db.name)
+        .str("host", db.host)
+        .num("port", db.port)
+        .str("dbname", db.dbname.empty() ? db.name : db.dbname);
     if (db.user) o.str("user", *db.user);
     if (db.password) o.str("password", kRedacted);
     o.raw("pool", pool_settings_json(db.pool));
@@ -270,7 +263,8 @@ asio::awaitable<std::string> probe(const config::Database& db) {
   if (db.host.starts_with('/')) {
     asio::local::stream_protocol::socket sock(exec);
     const asio::local::stream_protocol::endpoint ep(db.host + "/.s.PGSQL." + std::to_string(db.port));
-    auto r = co_await (sock.async_connect(ep, as_tuple(use_awaitable)) || timer.async_wait(as_tuple(use_awaitable)));
+    auto r = co_await (sock.async_connect(ep, as_tuple(use_awaitable)) ||
+                       timer.async_wait(as_tuple(use_awaitable)));
     if (r.index() == 1) co_return "connect timed out";
     if (auto [ec] = std::get<0>(r); ec) co_return ec.message();
     co_return "";

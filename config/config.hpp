@@ -70,7 +70,8 @@ struct Config {
   // [auth]
   AuthType auth_type = AuthType::scram_sha_256;
   std::string users_file;  // resolved against the config file's folder; empty when not set
-  // user name => secret: a plain password, "md5<32 hex>" or "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"
+  // user name => secret: a plain password, "md5<32 hex>" or
+  // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"
   std::map<std::string, std::string, std::less<>> users;
 
   // [pool] defaults (as written, before per-database overrides)

@@ -125,7 +125,8 @@ std::uint32_t Pool::maintain(Clock::time_point now) {
   // idle_ is LIFO, so the front holds the servers idle the longest.
   for (auto it = idle_.begin(); it != idle_.end();) {
     const std::size_t total = idle_.size() + active_ + connecting_;
-    const bool idle_too_long = now - (*it)->idle_since >= settings_.server_idle_timeout && total > settings_.min_size;
+    const bool idle_too_long =
+        now - (*it)->idle_since >= settings_.server_idle_timeout && total > settings_.min_size;
     if (idle_too_long || expired(**it, now) || total > settings_.size || !(*it)->healthy()) {
       close_locked(*it);
       it = idle_.erase(it);

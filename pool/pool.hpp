@@ -1,9 +1,10 @@
 // A bounded pool of server connections for one (database, user).
 //
-// `size` is a hard upper bound on idle + active + connecting servers. Clients beyond it wait in FIFO order until a
-// server is released or their deadline passes. All state sits behind one mutex held only for a few list operations,
-// so sessions on several worker threads can share a pool without a rewrite; with workers = 1 it is never contended.
-// A waiter is woken by posting to its own executor, so a release on one thread never runs another thread's code.
+// `size` is a hard upper bound on idle + active + connecting servers. Clients beyond it wait in FIFO order
+// until a server is released or their deadline passes. All state sits behind one mutex held only for a few
+// list operations, so sessions on several worker threads can share a pool without a rewrite; with workers = 1
+// it is never contended. A waiter is woken by posting to its own executor, so a release on one thread never
+// runs another thread's code.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -66,7 +67,8 @@ class Pool {
   // Waits (FIFO) until a server or a slot is free, or until `deadline`. `exec` is the caller's executor.
   boost::asio::awaitable<Checkout> checkout(boost::asio::any_io_executor exec, Clock::time_point deadline);
 
-  // The caller of an Outcome::connect checkout reports how it went. A connected server is active for the caller.
+  // The caller of an Outcome::connect checkout reports how it went. A connected server is active for the
+  // caller.
   void connected(const ServerPtr& server);
   void connect_failed();
 
@@ -81,8 +83,8 @@ class Pool {
   // Closes every idle server (shutdown).
   void close_idle();
 
-  // While paused, checkout() queues every caller (FIFO, same deadline) even when a server is idle; servers in use
-  // are unaffected and come back to the idle list as usual. resume() serves the queue in order.
+  // While paused, checkout() queues every caller (FIFO, same deadline) even when a server is idle; servers in
+  // use are unaffected and come back to the idle list as usual. resume() serves the queue in order.
   void pause();
   void resume();
   bool paused() const;
@@ -95,7 +97,8 @@ class Pool {
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
 
-  // ParameterStatus values the first server reported: what clients are told at login unless they asked otherwise.
+  // ParameterStatus values the first server reported: what clients are told at login unless they asked
+  // otherwise.
   using Params = std::map<std::string, std::string, std::less<>>;
   bool has_server_params() const;
   Params server_params() const;

@@ -34,9 +34,11 @@ struct ScramVerifier {
   std::array<std::uint8_t, 32> server_key{};
 };
 
-// Parses "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>" (PostgreSQL's format).
+// Parses "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>" (PostgreSQL's
+// format).
 std::optional<ScramVerifier> parse_scram_verifier(std::string_view text);
-ScramVerifier make_scram_verifier(std::string_view password, std::string_view raw_salt, int iterations = 4096);
+ScramVerifier make_scram_verifier(std::string_view password, std::string_view raw_salt,
+                                  int iterations = 4096);
 std::string format_scram_verifier(const ScramVerifier&);
 // A stored secret (plain password or SCRAM verifier) as a verifier; nullopt for an md5 verifier.
 // A plain password gets a fresh random salt.
@@ -56,7 +58,8 @@ class ScramServer {
   // Input: client-first-message (the SASLInitialResponse data). Output: server-first-message, or nullopt when
   // the message is malformed.
   std::optional<std::string> handle_client_first(std::string_view client_first);
-  // Input: client-final-message. Output: server-final-message ("v=...") when the proof is right; nullopt otherwise.
+  // Input: client-final-message. Output: server-final-message ("v=...") when the proof is right; nullopt
+  // otherwise.
   std::optional<std::string> handle_client_final(std::string_view client_final);
 
  private:
@@ -78,10 +81,11 @@ class ScramClient {
   ScramClient(std::string password, std::string client_nonce, std::string_view user_name);
   // client-first-message, to send in SASLInitialResponse.
   std::string client_first();
-  // Input: server-first-message (AuthenticationSASLContinue data). Output: client-final-message, or nullopt when
-  // the server's message is malformed or its nonce does not extend ours.
+  // Input: server-first-message (AuthenticationSASLContinue data). Output: client-final-message, or nullopt
+  // when the server's message is malformed or its nonce does not extend ours.
   std::optional<std::string> handle_server_first(std::string_view server_first);
-  // Input: server-final-message (AuthenticationSASLFinal data). True when the server proved it knows the verifier.
+  // Input: server-final-message (AuthenticationSASLFinal data). True when the server proved it knows the
+  // verifier.
   bool verify_server_final(std::string_view server_final) const;
 
  private:

@@ -1,5 +1,5 @@
-// What the admin port and the drain may know about one live client session, without touching the session itself
-// (which lives on its own executor and may be on another thread).
+// What the admin port and the drain may know about one live client session, without touching the session
+// itself (which lives on its own executor and may be on another thread).
 #pragma once
 
 #include <atomic>
@@ -19,7 +19,8 @@ enum class ClientState : std::uint8_t { login, idle, waiting, active };
 const char* to_string(ClientState s);
 
 struct ClientInfo {
-  ClientInfo(std::uint64_t id, std::string peer, std::weak_ptr<Session> session, boost::asio::any_io_executor exec)
+  ClientInfo(std::uint64_t id, std::string peer, std::weak_ptr<Session> session,
+             boost::asio::any_io_executor exec)
       : id(id), peer(std::move(peer)), session(std::move(session)), executor(std::move(exec)) {}
 
   const std::uint64_t id;

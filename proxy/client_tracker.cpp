@@ -8,14 +8,10 @@ namespace pgward::proxy {
 
 const char* to_string(ClientState s) {
   switch (s) {
-    case ClientState::login:
-      return "login";
-    case ClientState::idle:
-      return "idle";
-    case ClientState::waiting:
-      return "waiting";
-    case ClientState::active:
-      return "active";
+    case ClientState::login: return "login";
+    case ClientState::idle: return "idle";
+    case ClientState::waiting: return "waiting";
+    case ClientState::active: return "active";
   }
   return "unknown";
 }
@@ -47,14 +43,10 @@ ClientTracker::~ClientTracker() {
 
 stats::Gauge* ClientTracker::gauge(stats::PoolStats& s, ClientState state) {
   switch (state) {
-    case ClientState::idle:
-      return &s.clients_idle;
-    case ClientState::waiting:
-      return &s.clients_waiting;
-    case ClientState::active:
-      return &s.clients_active;
-    case ClientState::login:
-      return nullptr;
+    case ClientState::idle: return &s.clients_idle;
+    case ClientState::waiting: return &s.clients_waiting;
+    case ClientState::active: return &s.clients_active;
+    case ClientState::login: return nullptr;
   }
   return nullptr;
 }
@@ -66,8 +58,10 @@ void ClientTracker::start(Proxy& proxy, std::shared_ptr<Session> session, std::u
   proxy.register_session(info_);
 }
 
-void ClientTracker::logged_in(PoolEntry* pool, std::string_view database, std::string_view user, bool linked) {
-  if (info_) info_->set_identity({std::string(database), std::string(user), pool ? pool->pool.user() : std::string()});
+void ClientTracker::logged_in(PoolEntry* pool, std::string_view database, std::string_view user,
+                              bool linked) {
+  if (info_)
+    info_->set_identity({std::string(database), std::string(user), pool ? pool->pool.user() : std::string()});
   set(pool, linked ? ClientState::active : ClientState::idle);
 }
 
@@ -135,9 +129,13 @@ void ClientTracker::ready_for_query(char tx_status, std::int64_t pending) {
   }
 }
 
-void ClientTracker::server_error(std::string_view body) { count_error(find_sqlstate(body), stats::ErrorOrigin::server); }
+void ClientTracker::server_error(std::string_view body) {
+  count_error(find_sqlstate(body), stats::ErrorOrigin::server);
+}
 
-void ClientTracker::proxy_error(std::string_view sqlstate) { count_error(sqlstate, stats::ErrorOrigin::proxy); }
+void ClientTracker::proxy_error(std::string_view sqlstate) {
+  count_error(sqlstate, stats::ErrorOrigin::proxy);
+}
 
 void ClientTracker::count_error(std::string_view sqlstate, stats::ErrorOrigin origin) {
   if (!proxy_) return;

@@ -1,7 +1,7 @@
 // The session's side of the statistics: one object per Session that owns its client state (idle, waiting,
-// active) and turns protocol events into counter bumps. Every state change goes through set(), so the per-pool
-// client gauges always sum to the clients that are logged in. Everything here runs on the session's executor;
-// what it shares with other threads is relaxed atomics (and the errors map, behind its own mutex).
+// active) and turns protocol events into counter bumps. Every state change goes through set(), so the
+// per-pool client gauges always sum to the clients that are logged in. Everything here runs on the session's
+// executor; what it shares with other threads is relaxed atomics (and the errors map, behind its own mutex).
 #pragma once
 
 #include <chrono>

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     std::cout << "pgward " << PGWARD_VERSION << "\n";
     return 0;
   }
-  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) return usage(std::cout, 0);
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0))
+    return usage(std::cout, 0);
   if (argc != 3) return usage(std::cerr, 2);
 
   const std::string mode = argv[1];
@@ -58,8 +59,9 @@ int main(int argc, char** argv) {
 
   int code = 1;
   try {
-    // Never destroyed: once run() returns, clients have had their answers (drain sends 57P01), and unwinding would
-    // destroy suspended sessions whose destructors reach back into the proxy's registries and pools mid-teardown.
+    // Never destroyed: once run() returns, clients have had their answers (drain sends 57P01), and unwinding
+    // would destroy suspended sessions whose destructors reach back into the proxy's registries and pools
+    // mid-teardown.
     auto* proxy = new pgward::proxy::Proxy(cfg, path);
     proxy->add_service(pgward::admin::make_admin_server(*proxy, PGWARD_VERSION));
     code = proxy->run();

@@ -2,17 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <algorithm>
 #include <csignal>
 
 #include "protocol/auth.hpp"
@@ -25,8 +25,8 @@ using asio::use_awaitable;
 
 namespace {
 
-// The password pgward logs in to the server with: the database's own, else the user's if it is a plain password
-// (a stored md5 or SCRAM verifier cannot be replayed towards a server).
+// The password pgward logs in to the server with: the database's own, else the user's if it is a plain
+// password (a stored md5 or SCRAM verifier cannot be replayed towards a server).
 std::optional<std::string> server_password(const config::Config& cfg, const config::Database& db,
                                            const std::string& server_user) {
   if (db.password) return db.password;
@@ -37,7 +37,8 @@ std::optional<std::string> server_password(const config::Config& cfg, const conf
   return *secret;
 }
 
-ServerTarget make_target(const config::Config& cfg, const config::Database& db, const std::string& server_user) {
+ServerTarget make_target(const config::Config& cfg, const config::Database& db,
+                         const std::string& server_user) {
   ServerTarget t;
   t.host = db.host;
   t.port = db.port;
@@ -61,9 +62,11 @@ asio::ip::tcp::endpoint resolve_listen(const config::Endpoint& ep) {
 
 Proxy::Proxy(std::shared_ptr<const config::Config> config, std::string config_path)
     : config_path_(std::move(config_path)), config_(std::move(config)) {
-  for (std::uint32_t i = 1; i < config_->workers; ++i) workers_.push_back(std::make_unique<asio::io_context>(1));
+  for (std::uint32_t i = 1; i < config_->workers; ++i)
+    workers_.push_back(std::make_unique<asio::io_context>(1));
   if (!workers_.empty()) workers_.insert(workers_.begin(), nullptr);  // slot 0 is main_
-  stats_.start_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  stats_.start_time =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 Proxy::~Proxy() = default;
@@ -134,7 +137,8 @@ void Proxy::cancel(const protocol::CancelRequest& key, asio::any_io_executor exe
       exec,
       [t = *target, server_key, exec]() -> asio::awaitable<void> {
         tcp::resolver resolver(exec);
-        auto [rec, eps] = co_await resolver.async_resolve(t.host, std::to_string(t.port), as_tuple(use_awaitable));
+        auto [rec, eps] =
+            co_await resolver.async_resolve(t.host, std::to_string(t.port), as_tuple(use_awaitable));
         if (rec) co_return;
         tcp::socket sock(exec);
         auto [cec, ep] = co_await asio::async_connect(sock, eps, as_tuple(use_awaitable));
@@ -211,7 +215,8 @@ void Proxy::start_upkeep() {
                   [e]() -> asio::awaitable<void> {
                     auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
                     if (auto err = co_await server->login(e->target)) {
-                      spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(), err->message);
+                      spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(),
+                                   err->message);
                       e->pool.connect_failed();
                       co_return;
                     }
@@ -238,7 +243,8 @@ ReloadResult Proxy::reload() {
   {
     std::lock_guard lock(config_mu_);
     if (fresh->listen != config_->listen) spdlog::warn("reload: [proxy] listen changes need a restart");
-    if (fresh->admin_listen != config_->admin_listen) spdlog::warn("reload: [admin] listen changes need a restart");
+    if (fresh->admin_listen != config_->admin_listen)
+      spdlog::warn("reload: [admin] listen changes need a restart");
     config_ = fresh;
   }
   {
@@ -249,8 +255,8 @@ ReloadResult Proxy::reload() {
         entry->pool.update_settings(db->pool);
         entry->target = make_target(*fresh, *db, key.second);
       } else if (!entry->removed.exchange(true)) {
-        // Gone from the file: clients already in keep their server pool until they leave, but nothing stays warm
-        // and idle servers close at the next upkeep.
+        // Gone from the file: clients already in keep their server pool until they leave, but nothing stays
+        // warm and idle servers close at the next upkeep.
         auto settings = entry->pool.settings();
         settings.min_size = 0;
         settings.server_idle_timeout = config::Duration(0);
@@ -364,7 +370,8 @@ void Proxy::drain() {
           t.expires_after(std::chrono::milliseconds(50));
           co_await t.async_wait(as_tuple(use_awaitable));
         }
-        if (linked_ > 0) spdlog::warn("shutdown_timeout reached with {} transactions in flight", linked_.load());
+        if (linked_ > 0)
+          spdlog::warn("shutdown_timeout reached with {} transactions in flight", linked_.load());
         // Whoever is left hears why before the connection goes: FATAL 57P01, as PostgreSQL's smart shutdown.
         terminate_clients();
         const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(1);
@@ -416,19 +423,19 @@ int Proxy::run() {
   start_upkeep();
 
   asio::signal_set signals(main_, SIGINT, SIGTERM, SIGHUP);
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                              int sig) {
-    if (ec) return;
-    if (sig == SIGHUP) {
-      (void)reload();
-    } else if (sig == SIGTERM) {
-      drain();
-    } else {
-      stop();
-      return;
-    }
-    signals.async_wait(on_signal);
-  };
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+          (void)reload();
+        } else if (sig == SIGTERM) {
+          drain();
+        } else {
+          stop();
+          return;
+        }
+        signals.async_wait(on_signal);
+      };
   signals.async_wait(on_signal);
   std::signal(SIGPIPE, SIG_IGN);
 

@@ -22,8 +22,8 @@
 
 namespace pgward::proxy {
 
-// Where a cancel for one client goes right now: the server linked to it, if any. A session updates its slot when
-// it links or unlinks; a CancelRequest reads it. Never the server's own key towards the client.
+// Where a cancel for one client goes right now: the server linked to it, if any. A session updates its slot
+// when it links or unlinks; a CancelRequest reads it. Never the server's own key towards the client.
 struct CancelSlot {
   std::mutex mu;
   std::optional<ServerTarget> target;
@@ -40,8 +40,8 @@ struct PoolEntry {
       : pool(std::move(db), std::move(user), s), target(std::move(t)) {}
 };
 
-// Something that runs beside the proxy on its main io_context (the admin HTTP server): started by run() once the
-// listeners are bound, stopped when the proxy stops.
+// Something that runs beside the proxy on its main io_context (the admin HTTP server): started by run() once
+// the listeners are bound, stopped when the proxy stops.
 class Service {
  public:
   virtual ~Service() = default;

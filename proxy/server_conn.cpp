@@ -49,7 +49,8 @@ void ServerConn::close() {
 
 bool ServerConn::healthy() {
   if (closed_ || !socket_.is_open() || rpos != rend) return false;
-  // An idle server has nothing to say: EOF or any byte (a FATAL from pg_terminate_backend, say) means it is gone.
+  // An idle server has nothing to say: EOF or any byte (a FATAL from pg_terminate_backend, say) means it is
+  // gone.
   char c;
   const ssize_t n = ::recv(socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -88,8 +89,8 @@ asio::awaitable<std::optional<pr::Message>> ServerConn::read_message() {
 }
 
 asio::awaitable<bool> ServerConn::write(std::string_view bytes) {
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()),
-                                            as_tuple(use_awaitable));
+  auto [ec, n] =
+      co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), as_tuple(use_awaitable));
   co_return !ec;
 }
 
@@ -97,7 +98,8 @@ ProxyError error_from_fields(std::string_view body, std::string_view fallback) {
   ProxyError e{std::string(ss::kConnectionFailure), std::string(fallback), {}};
   if (auto fields = pr::parse_fields(body)) {
     if (auto c = pr::find_field(*fields, 'C'); c.size() == 5) e.sqlstate = c;
-    if (auto m = pr::find_field(*fields, 'M'); !m.empty()) e.message = std::string(fallback) + ": " + std::string(m);
+    if (auto m = pr::find_field(*fields, 'M'); !m.empty())
+      e.message = std::string(fallback) + ": " + std::string(m);
     e.detail = pr::find_field(*fields, 'D');
   }
   return e;
@@ -124,20 +126,20 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
   target_ = target;
   const std::string where = target.host + ":" + std::to_string(target.port);
   auto fail = [&](std::string_view what) {
-    return ProxyError{std::string(ss::kConnectionFailure), "could not connect to server " + where + ": " +
-                                                              std::string(what), {}};
+    return ProxyError{std::string(ss::kConnectionFailure),
+                      "could not connect to server " + where + ": " + std::string(what),
+                      {}};
   };
 
   tcp::resolver resolver(socket_.get_executor());
-  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, std::to_string(target.port),
-                                                          as_tuple(use_awaitable));
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple(use_awaitable));
   if (rec) co_return fail(rec.message());
 
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer deadline(socket_.get_executor(), target.connect_timeout);
-  auto connect_result =
-      co_await (asio::async_connect(socket_, endpoints, as_tuple(use_awaitable)) ||
-                deadline.async_wait(as_tuple(use_awaitable)));
+  auto connect_result = co_await (asio::async_connect(socket_, endpoints, as_tuple(use_awaitable)) ||
+                                  deadline.async_wait(as_tuple(use_awaitable)));
   if (connect_result.index() == 1) co_return fail("timeout expired");
   if (auto [cec, ep] = std::get<0>(connect_result); cec) co_return fail(cec.message());
   socket_.set_option(tcp::no_delay(true));
@@ -148,8 +150,7 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
 
   // Authentication and the login exchange are bounded by the same deadline.
   deadline.expires_after(target.connect_timeout);
-  auto login_result =
-      co_await (authenticate() || deadline.async_wait(as_tuple(use_awaitable)));
+  auto login_result = co_await (authenticate() || deadline.async_wait(as_tuple(use_awaitable)));
   if (login_result.index() == 1) co_return fail("timeout expired during login");
   if (auto err = std::get<0>(login_result)) co_return err;
   spdlog::info("server {} connected to {} (database {}, user {})", id_, where, target.dbname, target.user);
@@ -159,15 +160,16 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
 asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
   const std::string where = target_.host + ":" + std::to_string(target_.port);
   auto lost = [&] {
-    return ProxyError{std::string(ss::kConnectionFailure), "server " + where + " closed the connection during login",
-                      {}};
+    return ProxyError{
+        std::string(ss::kConnectionFailure), "server " + where + " closed the connection during login", {}};
   };
   auto need_password = [&]() -> std::optional<ProxyError> {
     if (target_.password) return std::nullopt;
-    return ProxyError{std::string(ss::kInvalidPassword),
-                      "server " + where + " asks a password for user \"" + target_.user +
-                          "\" and pgward has none (set [[database]] password or a plain password in the users file)",
-                      {}};
+    return ProxyError{
+        std::string(ss::kInvalidPassword),
+        "server " + where + " asks a password for user \"" + target_.user +
+            "\" and pgward has none (set [[database]] password or a plain password in the users file)",
+        {}};
   };
 
   std::optional<pr::auth::ScramClient> scram;
@@ -177,25 +179,21 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
     if (!msg) co_return lost();
     out.clear();
     switch (msg->type) {
-      case pr::be::kErrorResponse:
-        co_return error_from_fields(msg->body, "server login failed");
+      case pr::be::kErrorResponse: co_return error_from_fields(msg->body, "server login failed");
       case pr::be::kNoticeResponse:
-      case pr::be::kNegotiateProtocolVersion:
-        break;
+      case pr::be::kNegotiateProtocolVersion: break;
       case pr::be::kParameterStatus:
         if (auto ps = pr::parse_parameter_status(msg->body)) params[std::string(ps->first)] = ps->second;
         break;
       case pr::be::kBackendKeyData:
         if (auto k = pr::parse_backend_key_data(msg->body)) backend_key_ = *k;
         break;
-      case pr::be::kReadyForQuery:
-        co_return std::nullopt;
+      case pr::be::kReadyForQuery: co_return std::nullopt;
       case pr::be::kAuthentication: {
         auto req = pr::parse_authentication(msg->body);
         if (!req) co_return lost();
         switch (req->code) {
-          case pr::authcode::kOk:
-            break;
+          case pr::authcode::kOk: break;
           case pr::authcode::kCleartextPassword:
             if (auto e = need_password()) co_return e;
             pr::put_password_message(out, *target_.password);
@@ -204,7 +202,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
             if (auto e = need_password()) co_return e;
             std::array<std::uint8_t, 4> salt;
             std::memcpy(salt.data(), req->data.data(), 4);
-            pr::put_password_message(out, pr::auth::md5_client_response(target_.user, *target_.password, salt));
+            pr::put_password_message(out,
+                                     pr::auth::md5_client_response(target_.user, *target_.password, salt));
             break;
           }
           case pr::authcode::kSasl: {
@@ -212,7 +211,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
             auto mechs = pr::parse_sasl_mechanisms(req->data);
             if (!mechs || std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256") == mechs->end()) {
               co_return ProxyError{std::string(ss::kFeatureNotSupported),
-                                   "server " + where + " offers no SASL mechanism pgward supports", {}};
+                                   "server " + where + " offers no SASL mechanism pgward supports",
+                                   {}};
             }
             scram.emplace(*target_.password);
             pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
@@ -223,7 +223,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
             auto final_msg = scram->handle_server_first(req->data);
             if (!final_msg) {
               co_return ProxyError{std::string(ss::kProtocolViolation),
-                                   "server " + where + " sent a malformed SCRAM message", {}};
+                                   "server " + where + " sent a malformed SCRAM message",
+                                   {}};
             }
             pr::put_sasl_response(out, *final_msg);
             break;
@@ -231,12 +232,14 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
           case pr::authcode::kSaslFinal:
             if (!scram || !scram->verify_server_final(req->data)) {
               co_return ProxyError{std::string(ss::kInvalidAuthorizationSpecification),
-                                   "server " + where + " failed to prove it knows the SCRAM verifier", {}};
+                                   "server " + where + " failed to prove it knows the SCRAM verifier",
+                                   {}};
             }
             break;
           default:
             co_return ProxyError{std::string(ss::kFeatureNotSupported),
-                                 "server " + where + " asks for an authentication method pgward does not support (" +
+                                 "server " + where +
+                                     " asks for an authentication method pgward does not support (" +
                                      std::to_string(req->code) + ")",
                                  {}};
         }
@@ -245,7 +248,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
       }
       default:
         co_return ProxyError{std::string(ss::kProtocolViolation),
-                             "server " + where + " sent an unexpected message during login", {}};
+                             "server " + where + " sent an unexpected message during login",
+                             {}};
     }
   }
 }
@@ -253,7 +257,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
 asio::awaitable<std::optional<ProxyError>> ServerConn::run_internal(std::string_view sql, Params* mirror) {
   std::string out;
   pr::put_query(out, sql);
-  if (!co_await write(out)) co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
+  if (!co_await write(out))
+    co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
   std::optional<ProxyError> error;
   for (;;) {
     auto msg = co_await read_message();
@@ -278,8 +283,7 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::run_internal(std::string_
         }
         co_return error;
       }
-      default:
-        break;  // CommandComplete, notices
+      default: break;  // CommandComplete, notices
     }
   }
 }

@@ -73,8 +73,9 @@ class ServerConn final : public pool::Server {
   // Connects and logs in; on success the server is idle ('I') and params/backend_key are filled.
   asio::awaitable<std::optional<ProxyError>> login(const ServerTarget& target);
 
-  // Runs one simple query whose output is only ParameterStatus/CommandComplete/notices (SET, RESET, DISCARD ALL,
-  // ROLLBACK) and reads up to its ReadyForQuery; reported parameters update `params` and, when given, `mirror`.
+  // Runs one simple query whose output is only ParameterStatus/CommandComplete/notices (SET, RESET, DISCARD
+  // ALL, ROLLBACK) and reads up to its ReadyForQuery; reported parameters update `params` and, when given,
+  // `mirror`.
   asio::awaitable<std::optional<ProxyError>> run_internal(std::string_view sql, Params* mirror = nullptr);
 
   static constexpr std::size_t kBufferSize = 64 * 1024;

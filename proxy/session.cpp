@@ -33,9 +33,9 @@ constexpr auto kLoginTimeout = std::chrono::seconds(60);
 constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 
 // The session parameters every client keeps across servers (the GUC_REPORT ones clients care about).
-constexpr std::string_view kTrackedParams[] = {"client_encoding",  "DateStyle",
-                                               "TimeZone",         "IntervalStyle",
-                                               "standard_conforming_strings", "application_name"};
+constexpr std::string_view kTrackedParams[] = {
+    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+    "application_name"};
 
 // Startup parameters that are not session settings.
 bool is_connection_param(std::string_view name) {
@@ -46,8 +46,9 @@ bool is_connection_param(std::string_view name) {
 // PostgreSQL's startup names are case-insensitive GUC names; report them with the server's spelling.
 std::string canonical_param_name(std::string_view name) {
   for (auto t : kTrackedParams) {
-    if (t.size() == name.size() &&
-        std::equal(t.begin(), t.end(), name.begin(), [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+    if (t.size() == name.size() && std::equal(t.begin(), t.end(), name.begin(), [](char a, char b) {
+          return std::tolower(a) == std::tolower(b);
+        }))
       return std::string(t);
   }
   return std::string(name);
@@ -112,7 +113,8 @@ Session::~Session() {
 
 void Session::start() {
   track_.start(proxy_, shared_from_this(), id_, peer_, client_.get_executor());
-  asio::co_spawn(client_.get_executor(), [self = shared_from_this()] { return self->run(); }, asio::detached);
+  asio::co_spawn(
+      client_.get_executor(), [self = shared_from_this()] { return self->run(); }, asio::detached);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -228,9 +230,10 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     }
     consume_client(r.consumed);
 
-    if (std::holds_alternative<pr::SslRequest>(r.message) || std::holds_alternative<pr::GssEncRequest>(r.message)) {
-      // Bytes that arrived with the request were sent before our answer: a client must wait for it, so they can
-      // only be an injection attempt (CVE-2021-23214). PostgreSQL refuses them the same way.
+    if (std::holds_alternative<pr::SslRequest>(r.message) ||
+        std::holds_alternative<pr::GssEncRequest>(r.message)) {
+      // Bytes that arrived with the request were sent before our answer: a client must wait for it, so they
+      // can only be an injection attempt (CVE-2021-23214). PostgreSQL refuses them the same way.
       if (cend_ != cpos_) {
         co_await send_error(ss::kProtocolViolation, "received unencrypted data after SSL request", true);
         co_return LoginResult::closed;
@@ -248,7 +251,8 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     for (const auto& [k, v] : sp.params)
       if (k.starts_with("_pq_.")) unrecognized.push_back(k);
     if (sp.minor > pr::kProtocolMinor || !unrecognized.empty()) {
-      // "NegotiateProtocolVersion": we speak 3.0 and no protocol extensions; the client decides whether to go on.
+      // "NegotiateProtocolVersion": we speak 3.0 and no protocol extensions; the client decides whether to go
+      // on.
       std::string out;
       pr::put_negotiate_protocol_version(out, pr::kProtocolMinor, unrecognized);
       if (!co_await send_client(out)) co_return LoginResult::closed;
@@ -264,8 +268,8 @@ asio::awaitable<Session::LoginResult> Session::startup() {
 
     const std::string* user = sp.find("user");
     if (!user || user->empty()) {
-      co_await send_error(ss::kInvalidAuthorizationSpecification, "no PostgreSQL user name specified in startup packet",
-                          true);
+      co_await send_error(ss::kInvalidAuthorizationSpecification,
+                          "no PostgreSQL user name specified in startup packet", true);
       co_return LoginResult::closed;
     }
     user_ = *user;
@@ -302,8 +306,7 @@ asio::awaitable<bool> Session::authenticate() {
   std::string out;
 
   switch (config_->auth_type) {
-    case config::AuthType::trust:
-      break;
+    case config::AuthType::trust: break;
 
     case config::AuthType::md5: {
       std::array<std::uint8_t, 4> salt;
@@ -332,9 +335,11 @@ asio::awaitable<bool> Session::authenticate() {
 
       auto first = co_await read_client_message(kMaxLoginMessage);
       if (!first) co_return false;
-      auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
+      auto init =
+          first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
       if (!init || init->mechanism != "SCRAM-SHA-256") {
-        co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism", true);
+        co_await send_error(ss::kProtocolViolation,
+                            "client selected an invalid SASL authentication mechanism", true);
         co_return false;
       }
       auto server_first = scram.handle_client_first(init->data);
@@ -374,9 +379,10 @@ asio::awaitable<bool> Session::finish_login() {
   // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
   rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;
 
-  // The server's defaults tell the client what it has unless it asked otherwise. When pgward knows no defaults
-  // yet, or the client asked for values of its own, one server checks them now: a bad value then fails the
-  // login as it would on PostgreSQL, and the values come back in the server's spelling ("ISO" => "ISO, MDY").
+  // The server's defaults tell the client what it has unless it asked otherwise. When pgward knows no
+  // defaults yet, or the client asked for values of its own, one server checks them now: a bad value then
+  // fails the login as it would on PostgreSQL, and the values come back in the server's spelling ("ISO" =>
+  // "ISO, MDY").
   bool need_server = mode == config::PoolMode::session || !pool_->pool.has_server_params();
   if (!need_server) {
     const auto defaults = pool_->pool.server_params();
@@ -453,16 +459,18 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
     server.params.erase(name);
   }
   if (sql.empty()) co_return std::nullopt;
-  server.set_unreported.erase(std::remove_if(server.set_unreported.begin(), server.set_unreported.end(),
-                                             [&](const std::string& n) { return !client_params_.contains(n); }),
-                              server.set_unreported.end());
+  server.set_unreported.erase(
+      std::remove_if(server.set_unreported.begin(), server.set_unreported.end(),
+                     [&](const std::string& n) { return !client_params_.contains(n); }),
+      server.set_unreported.end());
   spdlog::debug("client {} restores session state on server {}: {}", id_, server.id(), sql);
   auto err = co_await server.run_internal(sql, &client_params_);
   if (err) co_return err;
   // The server does not report these; remember what we set.
   for (auto& name : unreported) {
     server.params[name] = client_params_[name];
-    if (std::find(server.set_unreported.begin(), server.set_unreported.end(), name) == server.set_unreported.end())
+    if (std::find(server.set_unreported.begin(), server.set_unreported.end(), name) ==
+        server.set_unreported.end())
       server.set_unreported.push_back(std::move(name));
   }
   co_return std::nullopt;
@@ -477,17 +485,14 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
 
   std::shared_ptr<ServerConn> server;
   switch (checkout.outcome) {
-    case pool::Pool::Outcome::timeout:
-    {
-      const std::string what = "no server connection available for database \"" + database_->name + "\" within " +
-                               std::to_string(settings.wait_timeout.count()) + " ms (pool size " +
-                               std::to_string(settings.size) + ")";
+    case pool::Pool::Outcome::timeout: {
+      const std::string what = "no server connection available for database \"" + database_->name +
+                               "\" within " + std::to_string(settings.wait_timeout.count()) +
+                               " ms (pool size " + std::to_string(settings.size) + ")";
       co_await send_error(ss::kTooManyConnections, what, fatal);
     }
       co_return nullptr;
-    case pool::Pool::Outcome::server:
-      server = std::static_pointer_cast<ServerConn>(checkout.server);
-      break;
+    case pool::Pool::Outcome::server: server = std::static_pointer_cast<ServerConn>(checkout.server); break;
     case pool::Pool::Outcome::connect: {
       server = std::make_shared<ServerConn>(exec);
       auto err = co_await server->login(pool_->target);
@@ -540,7 +545,8 @@ void Session::unlink(bool reusable) {
     std::lock_guard lock(cancel_slot_->mu);
     cancel_slot_->target.reset();
   }
-  spdlog::debug("client {} unlinked from server {} ({})", id_, server_->id(), reusable ? "reusable" : "closed");
+  spdlog::debug("client {} unlinked from server {} ({})", id_, server_->id(),
+                reusable ? "reusable" : "closed");
   proxy_.server_unlinked();
   track_.unlinked();
   pool_->pool.release(std::move(server_), reusable);
@@ -553,12 +559,11 @@ bool Session::releasable() const {
 }
 
 void Session::track_frontend(char type) {
-  if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync) track_.query_sent(pending_);
+  if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync)
+    track_.query_sent(pending_);
   switch (type) {
     case pr::fe::kQuery:
-    case pr::fe::kFunctionCall:
-      ++pending_;
-      break;
+    case pr::fe::kFunctionCall: ++pending_; break;
     case pr::fe::kSync:
       ++pending_;
       ext_open_ = false;
@@ -568,11 +573,8 @@ void Session::track_frontend(char type) {
     case pr::fe::kDescribe:
     case pr::fe::kExecute:
     case pr::fe::kClose:
-    case pr::fe::kFlush:
-      ext_open_ = true;
-      break;
-    default:
-      break;  // CopyData/CopyDone/CopyFail belong to a Query or Sync already counted
+    case pr::fe::kFlush: ext_open_ = true; break;
+    default: break;  // CopyData/CopyDone/CopyFail belong to a Query or Sync already counted
   }
 }
 
@@ -592,7 +594,8 @@ void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
     stats::add(pool_->stats.prepared_hits);
     return;
   }
-  if (!stmt->sql.empty()) return;  // made by SQL PREPARE: only a simple query re-creates it (see rewrite_prepare_execute)
+  if (!stmt->sql.empty())
+    return;  // made by SQL PREPARE: only a simple query re-creates it (see rewrite_prepare_execute)
   stats::add(pool_->stats.prepared_misses);
   const std::size_t max = database_->pool.max_prepared_statements;
   while (auto victim = held.evict_over(max - 1)) {
@@ -601,8 +604,8 @@ void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
     expect(pr::fe::kClose, Expect::On::swallow);
     expects_.back().more().server_removed = std::move(*victim);
   }
-  // Close first: harmless when the statement is absent, and it keeps a server whose statements were dropped behind
-  // pgward's back (DISCARD ALL inside a function, say) from answering the Parse with 42P05.
+  // Close first: harmless when the statement is absent, and it keeps a server whose statements were dropped
+  // behind pgward's back (DISCARD ALL inside a function, say) from answering the Parse with 42P05.
   put_close(wire, 'S', stmt->server_name);
   expect(pr::fe::kClose, Expect::On::swallow);
   put_parse(wire, stmt->server_name, stmt->tail);
@@ -617,8 +620,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
     case pr::fe::kParse: {
       auto p = parse_parse(body);
       if (!p) return false;
-      // DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends DEALLOCATE ALL so after
-      // a rollback): they act on this client's names, as in a simple query.
+      // DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends DEALLOCATE ALL so
+      // after a rollback): they act on this client's names, as in a simple query.
       std::string rewritten;
       if (StatementPtr target = apply_statement_command(p->tail.substr(0, p->tail.find('\0')))) {
         rewritten = deallocate_on_server(target, wire, false);
@@ -626,8 +629,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         p->tail = rewritten;
       }
       if (p->name.empty()) {
-        // The unnamed statement keeps PostgreSQL's meaning: it goes to the server as it is, and pgward remembers
-        // it so that a Bind in a later transaction (another server) still finds it.
+        // The unnamed statement keeps PostgreSQL's meaning: it goes to the server as it is, and pgward
+        // remembers it so that a Bind in a later transaction (another server) still finds it.
         expect(type);
         Expect::Extra& x = expects_.back().more();
         x.unnamed_parse = true;
@@ -640,7 +643,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       }
       std::string name(p->name);
       if (statements_.contains(name)) {
-        // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would be.
+        // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would
+        // be.
         put_describe(wire, 'S', kMissingStatement);
         expect(pr::fe::kDescribe, Expect::On::error);
         expects_.back().more().error_code = "42P05";
@@ -656,7 +660,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         expect(pr::fe::kClose, Expect::On::parse_complete);
       } else {
         ensure_on_server(stmt, wire);
-        // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes through.
+        // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes
+        // through.
         expects_.back().on = Expect::On::forward;
       }
       expects_.back().more().client_name = std::move(name);
@@ -695,8 +700,8 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
           unnamed_on_server_ = true;
         }
       } else if (auto it = statements_.find(std::string(statement));
-                 it != statements_.end() && (it->second->sql.empty() ||
-                                             server_->statements.contains(it->second->server_name))) {
+                 it != statements_.end() &&
+                 (it->second->sql.empty() || server_->statements.contains(it->second->server_name))) {
         // (A statement made by SQL PREPARE cannot be re-created inside an extended-protocol batch: only a
         // simple query can carry PREPARE, and it would end the batch's implicit transaction.)
         ensure_on_server(it->second, wire);
@@ -737,15 +742,14 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       return true;
     }
 
-    default:
-      break;
+    default: break;
   }
   return false;
 }
 
-// A whole query that is one `PREPARE name [(types)] AS statement` or `EXECUTE name [(arguments)]`. `rest` is what
-// follows the name, trailing white space and ';' removed. Anything else (several statements, PREPARE TRANSACTION)
-// is left alone.
+// A whole query that is one `PREPARE name [(types)] AS statement` or `EXECUTE name [(arguments)]`. `rest` is
+// what follows the name, trailing white space and ';' removed. Anything else (several statements, PREPARE
+// TRANSACTION) is left alone.
 struct NamedSql {
   bool prepare = false;
   std::string name;
@@ -754,7 +758,8 @@ struct NamedSql {
 
 namespace {
 
-// The whole query is one of DEALLOCATE [PREPARE] name | ALL, or DISCARD ALL (case, white space, comments aside).
+// The whole query is one of DEALLOCATE [PREPARE] name | ALL, or DISCARD ALL (case, white space, comments
+// aside).
 struct SqlCommand {
   enum Kind { other, deallocate, deallocate_all, discard_all } kind = other;
   std::string name;
@@ -788,7 +793,8 @@ SqlCommand classify(std::string_view sql) {
       words.push_back("\"" + w);  // marked as quoted
     } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') {
       std::string w;
-      while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || sql[i] == '$'))
+      while (i < sql.size() &&
+             (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || sql[i] == '$'))
         w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
       words.push_back(std::move(w));
     } else {
@@ -798,7 +804,8 @@ SqlCommand classify(std::string_view sql) {
   }
   // A trailing ';' is fine, but "a; b" is two statements: refuse anything but one.
   const auto semi = sql.find(';');
-  if (semi != std::string_view::npos && sql.find_first_not_of(" \t\r\n;", semi) != std::string_view::npos) return {};
+  if (semi != std::string_view::npos && sql.find_first_not_of(" \t\r\n;", semi) != std::string_view::npos)
+    return {};
   auto unquote = [](const std::string& w) { return w.starts_with('"') ? w.substr(1) : w; };
   if (words.size() == 2 && words[0] == "discard" && words[1] == "all") return {SqlCommand::discard_all, {}};
   if (words.empty() || words[0] != "deallocate") return {};
@@ -837,17 +844,20 @@ std::optional<NamedSql> parse_prepare_execute(std::string_view sql) {
       out.name += sql[i];
     }
   } else {
-    if (i >= sql.size() || !(std::isalpha(static_cast<unsigned char>(sql[i])) || sql[i] == '_')) return std::nullopt;
+    if (i >= sql.size() || !(std::isalpha(static_cast<unsigned char>(sql[i])) || sql[i] == '_'))
+      return std::nullopt;
     while (i < sql.size() && ident(sql[i]))
       out.name += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
   }
   std::string_view rest = sql.substr(i);
   while (!rest.empty() && (is_space(rest.back()) || rest.back() == ';')) rest.remove_suffix(1);
-  if (rest.find(';') != std::string_view::npos) return std::nullopt;  // more than one statement (or a ';' in a literal)
+  if (rest.find(';') != std::string_view::npos)
+    return std::nullopt;  // more than one statement (or a ';' in a literal)
   if (out.prepare) {
     // "(types) AS ..." or "AS ..."; PREPARE TRANSACTION 'id' has no AS and stays untouched.
     std::string lower;
-    for (char c : rest.substr(0, 4096)) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char c : rest.substr(0, 4096))
+      lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     const auto as = lower.find(" as ");
     const auto first = rest.find_first_not_of(" \t\r\n");
     if (as == std::string::npos || first == std::string_view::npos) return std::nullopt;
@@ -883,14 +893,16 @@ StatementPtr Session::apply_statement_command(std::string_view sql) {
       return nullptr;
     case SqlCommand::deallocate: {
       auto it = statements_.find(cmd.name);
-      if (it == statements_.end()) return nullptr;  // PostgreSQL answers 26000 itself: the server has no such name
+      if (it == statements_.end())
+        return nullptr;  // PostgreSQL answers 26000 itself: the server has no such name
       StatementPtr stmt = std::move(it->second);
       statements_.erase(it);
       return stmt;
     }
     case SqlCommand::other:
-      // Something else that may drop statements (DISCARD, DEALLOCATE in a longer query): forget what this server
-      // holds, so that the next use parses again (Close first, so a statement that survived does no harm).
+      // Something else that may drop statements (DISCARD, DEALLOCATE in a longer query): forget what this
+      // server holds, so that the next use parses again (Close first, so a statement that survived does no
+      // harm).
       server_->statements.clear();
       return nullptr;
   }
@@ -898,8 +910,8 @@ StatementPtr Session::apply_statement_command(std::string_view sql) {
 }
 
 std::string Session::deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query) {
-  // DEALLOCATE the server statement standing for this client's name, so that the command tag and any error are
-  // PostgreSQL's own; other clients that share it get it parsed again on their next use.
+  // DEALLOCATE the server statement standing for this client's name, so that the command tag and any error
+  // are PostgreSQL's own; other clients that share it get it parsed again on their next use.
   if (!stmt->sql.empty() && simple_query && !server_->statements.contains(stmt->server_name)) {
     pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
     expect(pr::fe::kQuery, Expect::On::swallow);
@@ -958,7 +970,8 @@ void Session::rewrite_prepare_execute(const NamedSql& cmd, std::string& wire) {
   expect(pr::fe::kQuery);
 }
 
-bool Session::note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos) {
+bool Session::note_simple_query(std::string_view message, std::string& wire, std::size_t& span,
+                                std::size_t& pos) {
   // "a simple Query message also destroys the unnamed statement" (Extended Query).
   unnamed_.reset();
   unnamed_on_server_ = false;
@@ -1013,14 +1026,16 @@ bool completes(char request, char response) {
 Session::Disposition Session::answer(char type, std::string_view body, ServerConn& server,
                                      std::string_view& replacement) {
   // Messages the server may send at any time belong to no request.
-  if (type == pr::be::kNoticeResponse || type == pr::be::kNotificationResponse || type == pr::be::kParameterStatus)
+  if (type == pr::be::kNoticeResponse || type == pr::be::kNotificationResponse ||
+      type == pr::be::kParameterStatus)
     return Disposition::forward;
   if (type == pr::be::kReadyForQuery) {
     // Ends the first Sync/Query/FunctionCall; requests queued before it were skipped after an error.
     while (!expects_.empty()) {
       Expect e = std::move(expects_.front());
       expects_.pop_front();
-      if (ends_with_sync(e.request)) return e.on == Expect::On::swallow ? Disposition::drop : Disposition::forward;
+      if (ends_with_sync(e.request))
+        return e.on == Expect::On::swallow ? Disposition::drop : Disposition::forward;
       undo(e, server, false);
     }
     return Disposition::forward;
@@ -1048,7 +1063,8 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
       expects_.pop_front();
     }
     if (failed.on != Expect::On::error) return Disposition::forward;
-    replacement_ = failed.extra ? rewrite_error(body, failed.extra->error_code, failed.extra->error) : std::string();
+    replacement_ =
+        failed.extra ? rewrite_error(body, failed.extra->error_code, failed.extra->error) : std::string();
     replacement = replacement_;
     return Disposition::replace;
   }
@@ -1056,14 +1072,10 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
   const Expect::On on = front.on;
   expects_.pop_front();
   switch (on) {
-    case Expect::On::swallow:
-      return Disposition::drop;
-    case Expect::On::parse_complete:
-      replacement = kParseComplete;
-      return Disposition::replace;
+    case Expect::On::swallow: return Disposition::drop;
+    case Expect::On::parse_complete: replacement = kParseComplete; return Disposition::replace;
     case Expect::On::forward:
-    case Expect::On::error:
-      break;
+    case Expect::On::error: break;
   }
   return Disposition::forward;
 }
@@ -1120,16 +1132,18 @@ asio::awaitable<void> Session::client_loop() {
       const char type = h.header.type;
       if (h.status == pr::Status::error || !pr::is_frontend_type(type) || type == pr::fe::kPassword) {
         if (server_) {
-          // server_loop may be writing to the client right now: close both sides rather than interleave an error.
+          // server_loop may be writing to the client right now: close both sides rather than interleave an
+          // error.
           spdlog::info("client {} closed by pgward: protocol violation while linked", id_);
           server_->close();
           stop = true;
           break;
         }
         // Built before the co_await: GCC 12 destroys temporaries of a conditional inside co_await twice.
-        std::string what = h.status == pr::Status::error
-                               ? std::string(h.error)
-                               : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type));
+        std::string what =
+            h.status == pr::Status::error
+                ? std::string(h.error)
+                : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type));
         co_await send_error(ss::kProtocolViolation, what, true);
         stop = true;
         client_gone_ = true;
@@ -1141,9 +1155,9 @@ asio::awaitable<void> Session::client_loop() {
         stop = true;
         break;
       }
-      const bool needs_whole = rewrite_ && (type == pr::fe::kParse || type == pr::fe::kBind ||
-                                            type == pr::fe::kDescribe || type == pr::fe::kClose ||
-                                            type == pr::fe::kQuery);
+      const bool needs_whole =
+          rewrite_ && (type == pr::fe::kParse || type == pr::fe::kBind || type == pr::fe::kDescribe ||
+                       type == pr::fe::kClose || type == pr::fe::kQuery);
       if (needs_whole && cend_ - pos < h.header.total()) {
         client_want_ = h.header.total();  // fill_client makes room for it (bounded by max_message_size)
         break;
@@ -1167,8 +1181,8 @@ asio::awaitable<void> Session::client_loop() {
           break;
         }
         if (!co_await link(false)) {
-          // As PostgreSQL after an error: a simple query ends with ReadyForQuery, the extended protocol skips to
-          // the next Sync.
+          // As PostgreSQL after an error: a simple query ends with ReadyForQuery, the extended protocol skips
+          // to the next Sync.
           client_drop_ = h.header.total();
           if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync) {
             co_await send_ready_for_query();
@@ -1191,7 +1205,8 @@ asio::awaitable<void> Session::client_loop() {
         } else {
           wire_.append(cbuf_, span, pos - span);
           if (!rewrite_message(type, message, wire_)) {
-            spdlog::info("client {} closed by pgward: malformed {} message", id_, pr::frontend_type_name(type));
+            spdlog::info("client {} closed by pgward: malformed {} message", id_,
+                         pr::frontend_type_name(type));
             server_->close();
             stop = true;
             break;
@@ -1266,8 +1281,8 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         break;
       }
       const char type = h.header.type;
-      // Messages looked inside are handled only once they are whole, and nothing below runs twice for one message
-      // (a split message breaks out here before any state changes).
+      // Messages looked inside are handled only once they are whole, and nothing below runs twice for one
+      // message (a split message breaks out here before any state changes).
       const bool inspected = type == pr::be::kReadyForQuery || type == pr::be::kParameterStatus;
       if (inspected && h.header.total() > ServerConn::kBufferSize) {
         bad = true;
@@ -1282,10 +1297,10 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
       }
       if (!expects_.empty()) {
         std::string_view replacement;
-        const std::string_view body = rest.substr(pr::kHeaderSize, std::min(h.header.body_size(), rest.size() - 5));
+        const std::string_view body =
+            rest.substr(pr::kHeaderSize, std::min(h.header.body_size(), rest.size() - 5));
         switch (answer(type, body, s, replacement)) {
-          case Disposition::forward:
-            break;
+          case Disposition::forward: break;
           case Disposition::drop:
           case Disposition::replace:
             if (type == pr::be::kReadyForQuery && pending_ > 0) --pending_;  // an injected preamble's
@@ -1357,18 +1372,19 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         co_return;
       }
       auto err = co_await s.run_internal("ROLLBACK");
-      co_await send_error(ss::kFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode",
-                          false);
+      co_await send_error(ss::kFeatureNotSupported,
+                          "transaction blocks are not allowed in statement pooling mode", false);
       tx_status_ = pr::kTxIdle;
       co_await send_ready_for_query();
       unlink(!err && s.rpos == s.rend);
       co_return;
     }
-    // Decided before the write to the client, checked again after it: while that write was under way, client_loop
-    // may have sent the next batch to this still-linked server, and releasing now would strand it there.
+    // Decided before the write to the client, checked again after it: while that write was under way,
+    // client_loop may have sent the next batch to this still-linked server, and releasing now would strand it
+    // there.
     if (release && releasable()) {
-      // Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no server that
-      // has unread bytes.
+      // Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no server
+      // that has unread bytes.
       unlink(s.rpos == s.rend);
       co_return;
     }
@@ -1376,8 +1392,8 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
 
   if (server_ != server) co_return;  // already released
   if (client_gone_) {
-    const bool clean = pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 &&
-                       s.rpos == s.rend;
+    const bool clean =
+        pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 && s.rpos == s.rend;
     bool reusable = false;
     if (clean) {
       // Session mode: what this client left behind must not reach the next one.
@@ -1390,8 +1406,8 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     unlink(reusable);
     co_return;
   }
-  // The server went away under a linked client. The error goes out before the unlink so that client_loop, which
-  // writes to the client only while unlinked, cannot write at the same time.
+  // The server went away under a linked client. The error goes out before the unlink so that client_loop,
+  // which writes to the client only while unlinked, cannot write at the same time.
   spdlog::warn("client {}: server {} connection lost", id_, s.id());
   if (proxy_.draining()) {  // terminate() closed it: shutdown_timeout passed during the drain
     co_await send_error(ss::kAdminShutdown, "terminating connection because pgward is shutting down", true);

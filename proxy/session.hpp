@@ -1,8 +1,8 @@
-// One client connection: startup and authentication, then the relay between the client and the server linked to
-// it. Two coroutines share the session: client_loop() reads the client and writes to the server (taking a server
-// from the pool at the first message of a transaction), server_loop() reads the linked server and writes to the
-// client, and gives the server back when ReadyForQuery says idle with nothing outstanding. Both run on the
-// session's executor, so they interleave only at co_await points and share state without locks.
+// One client connection: startup and authentication, then the relay between the client and the server linked
+// to it. Two coroutines share the session: client_loop() reads the client and writes to the server (taking a
+// server from the pool at the first message of a transaction), server_loop() reads the linked server and
+// writes to the client, and gives the server back when ReadyForQuery says idle with nothing outstanding. Both
+// run on the session's executor, so they interleave only at co_await points and share state without locks.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -28,7 +28,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Proxy& proxy, tcp::socket socket, std::uint64_t id);
   ~Session();
   void start();
-  // End of a drain: FATAL 57P01 to the client, then close. Call on the session's executor (session_admin.cpp).
+  // End of a drain: FATAL 57P01 to the client, then close. Call on the session's executor
+  // (session_admin.cpp).
   void terminate();
 
  private:
@@ -69,7 +70,7 @@ class Session : public std::enable_shared_from_this<Session> {
       forward,         // pass the response through
       swallow,         // a message pgward injected: drop its success response (an error still goes through)
       parse_complete,  // a no-op Close standing in for a Parse pgward answers: send ParseComplete instead
-      error,           // a request sent so that the server fails it: send `error` instead of the server's text
+      error,  // a request sent so that the server fails it: send `error` instead of the server's text
     };
     // Error text and undo information, for the few requests that carry them (a Parse, an injected message, a
     // stand-in for an error); applied when the request fails or the server skips it after an earlier error.
@@ -93,14 +94,14 @@ class Session : public std::enable_shared_from_this<Session> {
       return *extra;
     }
   };
-  // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close), appending what goes to the server
-  // to `wire` and queueing the responses to expect. False when the message is malformed.
+  // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close), appending what goes to the
+  // server to `wire` and queueing the responses to expect. False when the message is malformed.
   bool rewrite_message(char type, std::string_view message, std::string& wire);
   void ensure_on_server(const StatementPtr& stmt, std::string& wire);
   // A simple Query: ends the unnamed statement, and DEALLOCATE / DISCARD ALL act on this client's names only.
   // True when it rewrote the query (appending [span, pos) and the new message to `wire` and advancing both).
-  // DEALLOCATE [ALL] / DISCARD ALL in a query text act on this client's names: returns the statement whose server
-  // copy the query must DEALLOCATE instead, when it names one of this client's statements.
+  // DEALLOCATE [ALL] / DISCARD ALL in a query text act on this client's names: returns the statement whose
+  // server copy the query must DEALLOCATE instead, when it names one of this client's statements.
   StatementPtr apply_statement_command(std::string_view sql);
   std::string deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query);
   void rewrite_prepare_execute(const NamedSql& cmd, std::string& wire);
@@ -124,7 +125,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t client_pass_ = 0;  // bytes of the current client message still to forward unexamined
   std::size_t client_drop_ = 0;  // bytes of the current client message still to discard
   std::size_t client_want_ = 0;  // size of a message that must be read whole before it is handled
-  bool discard_until_sync_ = false;  // after a failed checkout in the extended protocol, as the server would do
+  bool discard_until_sync_ =
+      false;  // after a failed checkout in the extended protocol, as the server would do
 
   // Login results.
   std::shared_ptr<const config::Config> config_;
@@ -139,8 +141,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Link state, valid while server_ is set.
   std::shared_ptr<ServerConn> server_;
-  std::int64_t pending_ = 0;   // Sync, Query and FunctionCall messages without their ReadyForQuery yet
-  bool ext_open_ = false;      // extended-protocol messages sent since the last Sync (Flush-ed portals and such)
+  std::int64_t pending_ = 0;  // Sync, Query and FunctionCall messages without their ReadyForQuery yet
+  bool ext_open_ = false;  // extended-protocol messages sent since the last Sync (Flush-ed portals and such)
   char tx_status_ = protocol::kTxIdle;
   std::size_t server_pass_ = 0;  // bytes of the current server message still to forward unexamined
   std::size_t server_drop_ = 0;  // bytes of the current server message still to discard

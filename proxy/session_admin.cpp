@@ -10,8 +10,8 @@ namespace pgward::proxy {
 void Session::terminate() {
   if (!client_.is_open()) return;
   if (server_) {
-    // Still inside a transaction past shutdown_timeout. server_loop may be writing to the client right now, so it
-    // sends the 57P01 itself once the server is gone (after whatever it already forwarded).
+    // Still inside a transaction past shutdown_timeout. server_loop may be writing to the client right now,
+    // so it sends the 57P01 itself once the server is gone (after whatever it already forwarded).
     server_->close();
     return;
   }

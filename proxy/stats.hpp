@@ -1,8 +1,9 @@
 // Counters and gauges the data path bumps, read by the admin port at scrape time.
 //
-// Everything a session touches per message or per transaction is a relaxed std::atomic: no locks, no allocation,
-// no string formatting. The only map here (errors by SQLSTATE) sits behind a mutex because errors are rare and
-// their label set is open-ended. This header knows nothing of Prometheus: admin/ turns these into metric families.
+// Everything a session touches per message or per transaction is a relaxed std::atomic: no locks, no
+// allocation, no string formatting. The only map here (errors by SQLSTATE) sits behind a mutex because errors
+// are rare and their label set is open-ended. This header knows nothing of Prometheus: admin/ turns these
+// into metric families.
 #pragma once
 
 #include <array>
@@ -24,15 +25,16 @@ inline void add(Counter& c, std::uint64_t n = 1) { c.fetch_add(n, std::memory_or
 inline std::uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
 inline std::int64_t get(const Gauge& g) { return g.load(std::memory_order_relaxed); }
 
-// Fixed buckets (upper bounds in seconds), shared by every duration histogram: from half a millisecond, what a
-// pooled point query takes, up to a minute, where wait_timeout and long transactions live.
-inline constexpr std::array<double, 16> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                            0.25,   0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
+// Fixed buckets (upper bounds in seconds), shared by every duration histogram: from half a millisecond, what
+// a pooled point query takes, up to a minute, where wait_timeout and long transactions live.
+inline constexpr std::array<double, 16> kDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0};
 
 namespace detail {
 constexpr std::array<std::uint64_t, kDurationBuckets.size()> bounds_ns() {
   std::array<std::uint64_t, kDurationBuckets.size()> b{};
-  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::uint64_t>(kDurationBuckets[i] * 1e9 + 0.5);
+  for (std::size_t i = 0; i < b.size(); ++i)
+    b[i] = static_cast<std::uint64_t>(kDurationBuckets[i] * 1e9 + 0.5);
   return b;
 }
 }  // namespace detail
@@ -94,7 +96,8 @@ struct PoolStats {
 enum class ErrorOrigin { server, proxy };
 inline std::string_view to_string(ErrorOrigin o) { return o == ErrorOrigin::server ? "server" : "proxy"; }
 
-// ErrorResponses sent to clients, by (database, user, SQLSTATE, origin). database/user are empty before login.
+// ErrorResponses sent to clients, by (database, user, SQLSTATE, origin). database/user are empty before
+// login.
 class ErrorCounts {
  public:
   using Key = std::tuple<std::string, std::string, std::string, ErrorOrigin>;
@@ -114,11 +117,11 @@ class ErrorCounts {
 
 // Process-wide.
 struct GlobalStats {
-  Counter clients_accepted{0};              // TCP connections accepted
-  Counter clients_refused_max_conn{0};      // FATAL 53300 at login
+  Counter clients_accepted{0};          // TCP connections accepted
+  Counter clients_refused_max_conn{0};  // FATAL 53300 at login
   Counter cancel_forwarded{0};
   Counter cancel_ignored{0};
-  Counter commit_unknown{0};                // 08007 sent to a client
+  Counter commit_unknown{0};  // 08007 sent to a client
   Counter reloads_ok{0};
   Counter reloads_failed{0};
   std::atomic<double> last_reload_success_time{0};  // Unix time
