@@ -13,6 +13,7 @@ chmod 755 "$dir"
 pg_port="$(free_port)"
 cleanup() { pg_stop "$dir"; rm -rf "$dir"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # a signal ends the script through the EXIT trap, so PostgreSQL never outlives it
 
 pg_start "$dir" "$pg_port"
 pg_sql "$dir" "$pg_port" "CREATE ROLE app LOGIN PASSWORD 'app'" "CREATE DATABASE app OWNER app"
