@@ -8,6 +8,7 @@ packages=(
   libboost1.81-dev libssl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libtomlplusplus-dev
   prometheus
   libgtest-dev libgmock-dev
+  clang libclang-rt-14-dev
   postgresql postgresql-15 postgresql-client-15 libpq-dev
   python3 python3-psycopg
   libpostgresql-jdbc-java openjdk-17-jdk-headless
