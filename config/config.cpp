@@ -15,6 +15,8 @@
 #include <thread>
 #include <utility>
 
+#include "protocol/auth.hpp"
+
 namespace pgward::config {
 
 namespace {
@@ -99,42 +101,11 @@ bool is_host_name(std::string_view host) {
   return !std::ranges::all_of(last_label, is_digit);
 }
 
-// Length of what TEXT decodes to when it is well-formed padded base64.
-std::optional<std::size_t> base64_decoded_size(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  std::size_t padding = 0;
-  while (padding < 2 && text[text.size() - 1 - padding] == '=') ++padding;
-  const auto body = text.substr(0, text.size() - padding);
-  const bool valid = std::ranges::all_of(body, [](char c) { return is_alnum(c) || c == '+' || c == '/'; });
-  if (!valid) return std::nullopt;
-  return text.size() / 4 * 3 - padding;
-}
-
-// PostgreSQL's stored form: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, keys being SHA-256
-// digests.
-bool is_scram_verifier(std::string_view text) {
-  if (!text.starts_with(kScramPrefix)) return false;
-  text.remove_prefix(kScramPrefix.size());
-  const auto dollar = text.find('$');
-  if (dollar == std::string_view::npos) return false;
-  const auto params = text.substr(0, dollar);
-  const auto keys = text.substr(dollar + 1);
-  const auto colon1 = params.find(':');
-  const auto colon2 = keys.find(':');
-  if (colon1 == std::string_view::npos || colon2 == std::string_view::npos) return false;
-  const auto iterations = parse_unsigned(params.substr(0, colon1));
-  if (!iterations || *iterations == 0 || *iterations > std::numeric_limits<int>::max()) return false;
-  const auto salt = base64_decoded_size(params.substr(colon1 + 1));
-  const auto stored_key = base64_decoded_size(keys.substr(0, colon2));
-  const auto server_key = base64_decoded_size(keys.substr(colon2 + 1));
-  return salt && *salt > 0 && stored_key == 32u && server_key == 32u;
-}
-
 // Why a users-file secret is unusable, or nullopt. Like PostgreSQL, anything that is not a verifier is a
 // plain password; but a string shaped like a verifier and yet malformed is almost surely a pasting mistake.
 std::optional<std::string> secret_problem(std::string_view secret) {
   if (secret.empty()) return "empty password";
-  if (secret.starts_with(kScramPrefix) && !is_scram_verifier(secret)) {
+  if (secret.starts_with(kScramPrefix) && !protocol::auth::parse_scram_verifier(secret)) {
     return "malformed SCRAM-SHA-256 verifier (expected "
            "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)";
   }

@@ -126,16 +126,8 @@ bool is_valid_nonce(std::string_view nonce) {
 // password. Unlike PostgreSQL, text with the SCRAM prefix that fails to parse is not demoted to a plain
 // password: in a proxy's configuration that is almost certainly a damaged verifier, and using it as a
 // password would only turn a configuration error into a confusing authentication failure.
-enum class SecretKind { kPlain, kMd5, kScram };
-
 bool is_md5_verifier(std::string_view s) {
   return s.size() == 35 && s.starts_with("md5") && std::all_of(s.begin() + 3, s.end(), is_hex_digit);
-}
-
-SecretKind classify(std::string_view secret) {
-  if (is_md5_verifier(secret)) return SecretKind::kMd5;
-  if (secret.starts_with(kScramPrefix)) return SecretKind::kScram;
-  return SecretKind::kPlain;
 }
 
 // Digits only (no sign, no spaces), value in [1, max].
@@ -215,6 +207,12 @@ std::optional<Key> decode_key(std::string_view b64) {
 
 }  // namespace
 
+SecretKind classify_secret(std::string_view secret) {
+  if (is_md5_verifier(secret)) return SecretKind::kMd5;
+  if (secret.starts_with(kScramPrefix)) return SecretKind::kScram;
+  return SecretKind::kPlain;
+}
+
 void random_bytes(void* out, std::size_t len) {
   auto* p = static_cast<unsigned char*>(out);
   while (len > 0) {
@@ -272,7 +270,7 @@ std::string md5_client_response(std::string_view user, std::string_view password
 bool md5_check(std::string_view stored_secret, std::string_view user, const std::array<std::uint8_t, 4>& salt,
                std::string_view client_response) {
   std::string inner_hex;
-  switch (classify(stored_secret)) {
+  switch (classify_secret(stored_secret)) {
     case SecretKind::kScram: return false;  // a SCRAM verifier cannot produce the md5 hash
     case SecretKind::kMd5:
       inner_hex.assign(stored_secret.substr(3));
@@ -345,7 +343,7 @@ std::string format_scram_verifier(const ScramVerifier& v) {
 }
 
 std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret) {
-  switch (classify(stored_secret)) {
+  switch (classify_secret(stored_secret)) {
     case SecretKind::kMd5: return std::nullopt;  // the md5 hash does not yield the SCRAM keys
     case SecretKind::kScram: return parse_scram_verifier(stored_secret);
     case SecretKind::kPlain: break;

@@ -34,6 +34,12 @@ struct ScramVerifier {
   std::array<std::uint8_t, 32> server_key{};
 };
 
+// What a stored secret is: PostgreSQL's rules ("md5" + 32 hex digits is an md5 verifier, the SCRAM-SHA-256$
+// prefix a SCRAM verifier, anything else a plain password). Only a plain password can be replayed towards a
+// server.
+enum class SecretKind { kPlain, kMd5, kScram };
+SecretKind classify_secret(std::string_view stored_secret);
+
 // Parses "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>" (PostgreSQL's
 // format).
 std::optional<ScramVerifier> parse_scram_verifier(std::string_view text);

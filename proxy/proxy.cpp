@@ -32,8 +32,7 @@ std::optional<std::string> server_password(const config::Config& cfg, const conf
   if (db.password) return db.password;
   const std::string* secret = cfg.find_user_secret(server_user);
   if (!secret) return std::nullopt;
-  const bool md5_verifier = secret->size() == 35 && secret->starts_with("md5");
-  if (md5_verifier || secret->starts_with("SCRAM-SHA-256$")) return std::nullopt;
+  if (protocol::auth::classify_secret(*secret) != protocol::auth::SecretKind::kPlain) return std::nullopt;
   return *secret;
 }
 
