@@ -98,6 +98,10 @@ std::string pool_settings_json(const config::PoolSettings& s) {
       .str("server_idle_timeout", duration_text(s.server_idle_timeout))
       .str("server_lifetime", duration_text(s.server_lifetime))
       .str("server_connect_timeout", duration_text(s.server_connect_timeout))
+      .num("server_retry_max", s.server_retry_max)
+      .str("server_check_delay", duration_text(s.server_check_delay))
+      .str("idle_in_transaction_timeout", duration_text(s.idle_in_transaction_timeout))
+      .str("commit_resolution", config::to_string(s.commit_resolution))
       .num("max_prepared_statements", s.max_prepared_statements)
       .done();
 }
@@ -236,6 +240,7 @@ std::string config_json(proxy::Proxy& p) {
                         .num("workers", cfg->workers)
                         .str("shutdown_timeout", duration_text(cfg->shutdown_timeout))
                         .num("max_message_size", cfg->max_message_size)
+                        .num("max_buffer_per_client", cfg->max_buffer_per_client)
                         .str("log_level", cfg->log_level)
                         .done())
       .raw("admin", admin.done())

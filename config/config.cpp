@@ -35,6 +35,8 @@ constexpr std::pair<std::string_view, PoolMode> kPoolModes[] = {{"session", Pool
                                                                 {"statement", PoolMode::statement}};
 constexpr std::pair<std::string_view, AuthType> kAuthTypes[] = {
     {"trust", AuthType::trust}, {"md5", AuthType::md5}, {"scram-sha-256", AuthType::scram_sha_256}};
+constexpr std::pair<std::string_view, CommitResolution> kCommitResolutions[] = {
+    {"off", CommitResolution::off}, {"verify", CommitResolution::verify}};
 constexpr std::pair<std::string_view, std::string_view> kLogLevels[] = {
     {"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}};
 
@@ -412,6 +414,14 @@ bool apply_pool_field(const Source& source, const Field& field, std::string_view
     pool.server_lifetime = source.duration(field);
   } else if (key == "server_connect_timeout") {
     pool.server_connect_timeout = source.duration(field);
+  } else if (key == "server_retry_max") {
+    pool.server_retry_max = source.uint32(field, 0);
+  } else if (key == "server_check_delay") {
+    pool.server_check_delay = source.duration(field);
+  } else if (key == "idle_in_transaction_timeout") {
+    pool.idle_in_transaction_timeout = source.duration(field);
+  } else if (key == "commit_resolution") {
+    pool.commit_resolution = source.choice(field, kCommitResolutions);
   } else if (key == "max_prepared_statements") {
     pool.max_prepared_statements = source.uint32(field, 0);
   } else {
@@ -483,6 +493,12 @@ class ConfigReader {
           source_.fail(field, std::to_string(size) + " bytes is out of range (8kB..1GB)");
         }
         config_.max_message_size = static_cast<std::uint32_t>(size);
+      } else if (field.key == "max_buffer_per_client") {
+        const std::uint64_t size = source_.size(field);
+        if (size < kMinMessageSize || size > kMaxMessageSize) {
+          source_.fail(field, std::to_string(size) + " bytes is out of range (8kB..1GB)");
+        }
+        config_.max_buffer_per_client = static_cast<std::uint32_t>(size);
       } else if (field.key == "log_level") {
         config_.log_level = source_.choice(field, kLogLevels);
       } else {
@@ -641,6 +657,13 @@ class ConfigReader {
 std::string_view to_string(PoolMode mode) {
   for (const auto& [name, value] : kPoolModes) {
     if (value == mode) return name;
+  }
+  return "unknown";
+}
+
+std::string_view to_string(CommitResolution resolution) {
+  for (const auto& [name, value] : kCommitResolutions) {
+    if (value == resolution) return name;
   }
   return "unknown";
 }

@@ -16,9 +16,16 @@ namespace pgward::config {
 
 enum class PoolMode { session, transaction, statement };
 enum class AuthType { trust, md5, scram_sha_256 };
+// What pgward tells a client whose server connection died while its COMMIT was in flight.
+enum class CommitResolution {
+  off,     // 08007 transaction_resolution_unknown
+  verify,  // learn the transaction id with the COMMIT, ask txid_status() on a new connection, report the
+           // outcome
+};
 
 std::string_view to_string(PoolMode);
 std::string_view to_string(AuthType);
+std::string_view to_string(CommitResolution);
 
 using Duration = std::chrono::milliseconds;
 
@@ -37,6 +44,16 @@ struct PoolSettings {
   Duration server_idle_timeout{600'000};
   Duration server_lifetime{3'600'000};
   Duration server_connect_timeout{5'000};
+  // Failed server connects are retried (exponential backoff with jitter) up to this many times per checkout,
+  // and never past the client's wait_timeout.
+  std::uint32_t server_retry_max = 20;
+  // An idle server is checked (a non-blocking peek at its socket) on checkout once it has been idle this
+  // long.
+  Duration server_check_delay{0};
+  // A client idle inside a transaction longer than this is closed (25P03) and its server rolled back; 0 =
+  // off.
+  Duration idle_in_transaction_timeout{0};
+  CommitResolution commit_resolution = CommitResolution::off;
   std::uint32_t max_prepared_statements = 200;
   bool operator==(const PoolSettings&) const = default;
 };
@@ -61,7 +78,10 @@ struct Config {
   std::uint32_t workers = 1;  // 0 in the file means one per core, resolved here
   Duration shutdown_timeout{30'000};
   std::uint32_t max_message_size = 64u << 20;  // bytes; bound on any one protocol message length
-  std::string log_level = "info";              // trace | debug | info | warn | error
+  // Bytes pgward holds for one client in each direction at once; a larger client message that pgward must
+  // see whole (a rewritten Parse/Bind/Query) is refused with 54000.
+  std::uint32_t max_buffer_per_client = 16u << 20;
+  std::string log_level = "info";  // trace | debug | info | warn | error
 
   // [admin]
   std::vector<Endpoint> admin_listen{{"127.0.0.1", 9930}};

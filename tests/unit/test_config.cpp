@@ -311,6 +311,10 @@ wait_timeout = "250ms"
 server_idle_timeout = "1m"
 server_lifetime = "2h"
 server_connect_timeout = "1.5s"
+server_retry_max = 3
+server_check_delay = "2s"
+idle_in_transaction_timeout = "10s"
+commit_resolution = "verify"
 max_prepared_statements = 0
 
 [pool]
@@ -324,9 +328,35 @@ size = 50
   EXPECT_EQ(db.host, "/var/run/postgresql");
   EXPECT_EQ(db.port, 5433);
   EXPECT_EQ(db.dbname, "reporting");
-  const PoolSettings expected{PoolMode::session,  5, 2, milliseconds(250), minutes(1), hours(2),
-                              milliseconds(1500), 0};
+  const PoolSettings expected{PoolMode::session,
+                              5,
+                              2,
+                              milliseconds(250),
+                              minutes(1),
+                              hours(2),
+                              milliseconds(1500),
+                              3,
+                              seconds(2),
+                              seconds(10),
+                              CommitResolution::verify,
+                              0};
   EXPECT_EQ(db.pool, expected);
+}
+
+TEST_F(ConfigTest, FaultToleranceKeys) {
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.pool.server_retry_max, 20u);
+  EXPECT_EQ(defaults.pool.server_check_delay, milliseconds(0));
+  EXPECT_EQ(defaults.pool.idle_in_transaction_timeout, milliseconds(0));
+  EXPECT_EQ(defaults.pool.commit_resolution, CommitResolution::off);
+  EXPECT_EQ(defaults.max_buffer_per_client, 16u << 20);
+  EXPECT_EQ(load("[proxy]\nmax_buffer_per_client = \"256kB\"\n").max_buffer_per_client, 256u << 10);
+  EXPECT_EQ(error("[proxy]\nmax_buffer_per_client = 100\n"),
+            at(2, "proxy.max_buffer_per_client: 100 bytes is out of range (8kB..1GB)"));
+  EXPECT_EQ(error("[pool]\ncommit_resolution = \"maybe\"\n"),
+            at(2, "pool.commit_resolution: unknown value \"maybe\" (expected off or verify)"));
+  EXPECT_EQ(error("[pool]\nserver_retry_max = -1\n"),
+            at(2, "pool.server_retry_max: must be at least 0, got -1"));
 }
 
 TEST_F(ConfigTest, DatabasePoolAliases) {
