@@ -24,6 +24,11 @@ bool Pool::expired(const Server& s, Clock::time_point now) const {
   return now - s.created_at >= settings_.server_lifetime;
 }
 
+bool Pool::usable(Server& s, Clock::time_point now) const {
+  if (expired(s, now)) return false;
+  return now - s.idle_since < settings_.server_check_delay || s.healthy();
+}
+
 void Pool::close_locked(const ServerPtr& s) {
   s->close();
   ++closed_;
@@ -38,7 +43,7 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
     while (!paused_ && waiters_.empty() && !idle_.empty()) {
       ServerPtr s = std::move(idle_.back());
       idle_.pop_back();
-      if (expired(*s, now) || !s->healthy()) {
+      if (!usable(*s, now)) {
         close_locked(s);
         continue;
       }
@@ -86,12 +91,14 @@ void Pool::connected(const ServerPtr&) {
   --connecting_;
   ++active_;
   ++opened_;
+  last_connect_error_.reset();
 }
 
-void Pool::connect_failed() {
+void Pool::connect_failed(std::string sqlstate, std::string message) {
   std::lock_guard lock(mu_);
   --connecting_;
   ++connect_failures_;
+  last_connect_error_ = ConnectError{std::move(sqlstate), std::move(message)};
   // The freed slot goes to the next waiter, which tries to connect in turn.
   if (idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
 }
@@ -115,6 +122,7 @@ void Pool::add_idle(ServerPtr server) {
   std::lock_guard lock(mu_);
   --connecting_;
   ++opened_;
+  last_connect_error_.reset();
   if (hand_to_waiter_locked(server)) return;
   server->idle_since = Clock::now();
   idle_.push_back(std::move(server));
@@ -160,7 +168,7 @@ void Pool::serve_waiters_locked(Clock::time_point now) {
     if (!idle_.empty()) {
       ServerPtr s = std::move(idle_.back());
       idle_.pop_back();
-      if (expired(*s, now) || !s->healthy()) {
+      if (!usable(*s, now)) {
         close_locked(s);
         continue;
       }
@@ -214,6 +222,11 @@ PoolStats Pool::stats() const {
   s.min_size = settings_.min_size;
   s.paused = paused_;
   return s;
+}
+
+std::optional<Pool::ConnectError> Pool::last_connect_error() const {
+  std::lock_guard lock(mu_);
+  return last_connect_error_;
 }
 
 bool Pool::has_server_params() const {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,9 +69,16 @@ class Pool {
   boost::asio::awaitable<Checkout> checkout(boost::asio::any_io_executor exec, Clock::time_point deadline);
 
   // The caller of an Outcome::connect checkout reports how it went. A connected server is active for the
-  // caller.
+  // caller. A failure's SQLSTATE and text are kept until the next success, so that clients who time out
+  // waiting while the database is down learn why (last_connect_error()).
   void connected(const ServerPtr& server);
-  void connect_failed();
+  void connect_failed(std::string sqlstate = {}, std::string message = {});
+  struct ConnectError {
+    std::string sqlstate;
+    std::string message;
+  };
+  // The error of the latest connect attempt, when it failed and none has succeeded since.
+  std::optional<ConnectError> last_connect_error() const;
 
   // Returns an active server. reusable = false (or an expired lifetime) closes it and frees its slot.
   void release(ServerPtr server, bool reusable);
@@ -109,6 +117,9 @@ class Pool {
   using WaiterPtr = std::shared_ptr<Waiter>;
 
   bool expired(const Server& s, Clock::time_point now) const;
+  // An idle server may be handed out: not past its lifetime and, once idle for server_check_delay, still
+  // connected.
+  bool usable(Server& s, Clock::time_point now) const;
   void close_locked(const ServerPtr& s);
   // Gives a free slot or server to the first waiter; caller holds mu_. Returns true when one was served.
   bool hand_to_waiter_locked(ServerPtr server);
@@ -128,6 +139,7 @@ class Pool {
   std::uint64_t closed_ = 0;
   std::uint64_t connect_failures_ = 0;
   bool paused_ = false;
+  std::optional<ConnectError> last_connect_error_;
   Params server_params_;
   bool have_params_ = false;
 };
