@@ -336,6 +336,17 @@ std::optional<std::string_view> parse_password_message(std::string_view body) {
 
 std::optional<std::string_view> parse_query(std::string_view body) { return parse_password_message(body); }
 
+std::optional<std::string_view> parse_first_column(std::string_view body) {
+  Reader rd(body);
+  std::int16_t columns = 0;
+  std::int32_t length = 0;
+  std::string_view value;
+  if (!rd.i16(columns) || columns < 1 || !rd.i32(length) || length < 0 ||
+      !rd.bytes(static_cast<std::size_t>(length), value))
+    return std::nullopt;
+  return value;
+}
+
 std::optional<std::vector<Field>> parse_fields(std::string_view body) {
   Reader rd(body);
   std::vector<Field> out;

@@ -190,6 +190,9 @@ std::optional<std::string_view> parse_password_message(std::string_view body);
 // Query: the NUL-terminated SQL text.
 std::optional<std::string_view> parse_query(std::string_view body);
 
+// DataRow: the first column's value; nullopt when it is NULL, there are no columns or the row is malformed.
+std::optional<std::string_view> parse_first_column(std::string_view body);
+
 // ErrorResponse/NoticeResponse fields: (code byte, value) in order.
 struct Field {
   char code = 0;

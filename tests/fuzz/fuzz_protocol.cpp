@@ -21,6 +21,7 @@ void parse_bodies(std::string_view body) {
   (void)pr::parse_sasl_initial_response(body);
   (void)pr::parse_password_message(body);
   (void)pr::parse_query(body);
+  (void)pr::parse_first_column(body);
   if (auto f = pr::parse_fields(body)) (void)pr::find_field(*f, 'C');
   (void)pgward::proxy::parse_parse(body);
   (void)pgward::proxy::parse_bind(body);

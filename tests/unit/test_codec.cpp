@@ -527,6 +527,17 @@ TEST(CodecParse, ReadyForQuery) {
   EXPECT_FALSE(parse_ready_for_query(b({0})).has_value());
 }
 
+TEST(CodecParse, FirstColumnOfDataRow) {
+  // Int16 columns, then per column Int32 length (-1 for NULL) and the bytes.
+  EXPECT_EQ(parse_first_column(b({0, 2, 0, 0, 0, 3}) + "742" + b({0, 0, 0, 1}) + "x"), "742");
+  EXPECT_EQ(parse_first_column(b({0, 1, 0, 0, 0, 0})), "");
+  EXPECT_FALSE(parse_first_column(b({0, 1, 0xff, 0xff, 0xff, 0xff})).has_value());  // NULL
+  EXPECT_FALSE(parse_first_column(b({0, 0})).has_value());                          // no columns
+  EXPECT_FALSE(parse_first_column(b({0, 1, 0, 0, 0, 5}) + "abc").has_value());     // cut short
+  EXPECT_FALSE(parse_first_column(b({0, 1, 0x80, 0, 0, 0})).has_value());           // negative length
+  EXPECT_FALSE(parse_first_column("").has_value());
+}
+
 TEST(CodecParse, ParameterStatus) {
   const std::string body = z("client_encoding") + z("UTF8");
   auto p = parse_parameter_status(body);
