@@ -255,14 +255,30 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
 }
 
 asio::awaitable<std::optional<ProxyError>> ServerConn::run_internal(std::string_view sql, Params* mirror) {
+  QueryResult r = co_await run_query(sql, mirror);
+  if (!r.error && r.status != pr::kTxIdle)
+    r.error = ProxyError{std::string(ss::kInternalError), "server left a transaction open", {}};
+  co_return r.error;
+}
+
+asio::awaitable<ServerConn::QueryResult> ServerConn::run_query(std::string_view sql, Params* mirror) {
+  const auto lost = [] {
+    return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
+  };
+  QueryResult result;
   std::string out;
   pr::put_query(out, sql);
-  if (!co_await write(out))
-    co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
-  std::optional<ProxyError> error;
+  if (!co_await write(out)) {
+    result.error = lost();
+    co_return result;
+  }
+  bool have_row = false;
   for (;;) {
     auto msg = co_await read_message();
-    if (!msg) co_return ProxyError{std::string(ss::kConnectionFailure), "server connection lost", {}};
+    if (!msg) {
+      result.error = lost();
+      co_return result;
+    }
     switch (msg->type) {
       case pr::be::kParameterStatus:
         if (auto ps = pr::parse_parameter_status(msg->body)) {
@@ -273,17 +289,24 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::run_internal(std::string_
         }
         break;
       case pr::be::kErrorResponse:
-        if (!error) error = error_from_fields(msg->body, "could not apply session state");
+        if (!result.error) result.error = error_from_fields(msg->body, "could not apply session state");
+        break;
+      case pr::be::kDataRow:
+        if (!have_row) {
+          have_row = true;
+          result.value = pr::parse_first_column(msg->body);
+        }
         break;
       case pr::be::kReadyForQuery: {
         auto st = pr::parse_ready_for_query(msg->body);
-        if (!st) co_return ProxyError{std::string(ss::kProtocolViolation), "malformed ReadyForQuery", {}};
-        if (!error && *st != pr::kTxIdle) {
-          error = ProxyError{std::string(ss::kInternalError), "server left a transaction open", {}};
+        if (!st) {
+          result.error = ProxyError{std::string(ss::kProtocolViolation), "malformed ReadyForQuery", {}};
+          co_return result;
         }
-        co_return error;
+        result.status = *st;
+        co_return result;
       }
-      default: break;  // CommandComplete, notices
+      default: break;  // RowDescription, CommandComplete, notices
     }
   }
 }

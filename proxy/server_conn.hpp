@@ -78,6 +78,14 @@ class ServerConn final : public pool::Server {
   // `mirror`.
   asio::awaitable<std::optional<ProxyError>> run_internal(std::string_view sql, Params* mirror = nullptr);
 
+  // What one simple query pgward runs for itself came back with.
+  struct QueryResult {
+    std::optional<ProxyError> error;   // the first ErrorResponse, or the connection lost
+    char status = 0;                   // the ReadyForQuery status; 0 when none arrived
+    std::optional<std::string> value;  // the first column of the first row; nullopt for none or NULL
+  };
+  asio::awaitable<QueryResult> run_query(std::string_view sql, Params* mirror = nullptr);
+
   static constexpr std::size_t kBufferSize = 64 * 1024;
 
  private:
