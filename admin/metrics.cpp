@@ -131,6 +131,14 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
       counter(r, "pgward_prepared_statement_cache_evictions_total",
               "Prepared statements closed on a server to stay within max_prepared_statements");
 
+  auto& retries = counter(r, "pgward_server_connect_retries_total",
+                          "Failed server connects retried after a backoff (server_retry_max)");
+  auto& lost = counter(r, "pgward_server_lost_total", "Server connections that died under a linked client");
+  auto& idle_tx = counter(r, "pgward_idle_transaction_timeouts_total",
+                          "Clients closed by idle_in_transaction_timeout (25P03)");
+  auto& resolutions = counter(r, "pgward_commit_resolutions_total",
+                              "COMMITs in flight when their server died, by the outcome pgward learnt");
+
   for (proxy::PoolEntry* e : p.pools()) {
     const Labels base{{"database", e->pool.database()}, {"user", e->pool.user()}};
     auto with = [&](const char* key, const char* value) {
@@ -166,6 +174,14 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
     set_counter(ps_hits, base, static_cast<double>(st::get(s.prepared_hits)));
     set_counter(ps_misses, base, static_cast<double>(st::get(s.prepared_misses)));
     set_counter(ps_evictions, base, static_cast<double>(st::get(s.prepared_evictions)));
+    set_counter(retries, base, static_cast<double>(st::get(s.connect_retries)));
+    set_counter(lost, base, static_cast<double>(st::get(s.servers_lost)));
+    set_counter(idle_tx, base, static_cast<double>(st::get(s.idle_transaction_timeouts)));
+    set_counter(resolutions, with("outcome", "committed"),
+                static_cast<double>(st::get(s.commits_verified_committed)));
+    set_counter(resolutions, with("outcome", "aborted"),
+                static_cast<double>(st::get(s.commits_verified_aborted)));
+    set_counter(resolutions, with("outcome", "unknown"), static_cast<double>(st::get(s.commits_unresolved)));
   }
 
   return prometheus::TextSerializer().Serialize(r.Collect());

@@ -216,7 +216,7 @@ void Proxy::start_upkeep() {
                     if (auto err = co_await server->login(e->target)) {
                       spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(),
                                    err->message);
-                      e->pool.connect_failed();
+                      e->pool.connect_failed(err->sqlstate, err->message);
                       co_return;
                     }
                     e->pool.set_server_params(server->params);

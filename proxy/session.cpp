@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
+#include <random>
 
 #include "protocol/auth.hpp"
 #include "protocol/sqlstate.hpp"
@@ -195,9 +196,9 @@ asio::awaitable<void> Session::send_error(std::string_view sqlstate, std::string
   }
 }
 
-asio::awaitable<void> Session::send_ready_for_query() {
+asio::awaitable<void> Session::send_ready_for_query(char status) {
   std::string out;
-  pr::put_ready_for_query(out, pr::kTxIdle);
+  pr::put_ready_for_query(out, status);
   co_await send_client(out);
 }
 
@@ -476,41 +477,85 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
   co_return std::nullopt;
 }
 
-asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
+namespace {
+
+// Connect failures worth retrying: the server is unreachable, starting up, shutting down or full. A refused
+// login (bad password, unknown database) is not.
+bool retryable(std::string_view sqlstate) {
+  return sqlstate.starts_with("08") || sqlstate == ss::kAdminShutdown || sqlstate == ss::kCannotConnectNow ||
+         sqlstate == "57P02" || sqlstate == ss::kTooManyConnections;
+}
+
+// Exponential backoff with full jitter: 50 ms doubling per attempt up to 2 s, then a uniform draw in
+// [delay/2, delay], so that clients that failed together do not retry together.
+std::chrono::milliseconds backoff(std::uint32_t attempt) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const std::int64_t ceiling =
+      std::min<std::int64_t>(2000, std::int64_t{50} << std::min<std::uint32_t>(attempt, 6));
+  std::uniform_int_distribution<std::int64_t> pick(ceiling / 2, ceiling);
+  return std::chrono::milliseconds(pick(rng));
+}
+
+}  // namespace
+
+asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time_point deadline,
+                                                               std::optional<ProxyError>& error) {
   const auto settings = pool_->pool.settings();
   auto exec = client_.get_executor();
   const auto wait_start = track_.begin_wait(pool_);
-  auto checkout = co_await pool_->pool.checkout(exec, pool::Clock::now() + settings.wait_timeout);
+  auto checkout = co_await pool_->pool.checkout(exec, deadline);
   track_.end_wait(wait_start);
 
-  std::shared_ptr<ServerConn> server;
   switch (checkout.outcome) {
     case pool::Pool::Outcome::timeout: {
-      const std::string what = "no server connection available for database \"" + database_->name +
-                               "\" within " + std::to_string(settings.wait_timeout.count()) +
-                               " ms (pool size " + std::to_string(settings.size) + ")";
-      co_await send_error(ss::kTooManyConnections, what, fatal);
-    }
-      co_return nullptr;
-    case pool::Pool::Outcome::server: server = std::static_pointer_cast<ServerConn>(checkout.server); break;
-    case pool::Pool::Outcome::connect: {
-      server = std::make_shared<ServerConn>(exec);
-      auto err = co_await server->login(pool_->target);
-      if (err) {
-        pool_->pool.connect_failed();
-        spdlog::warn("client {}: {}", id_, err->message);
-        co_await send_error(err->sqlstate, err->message, fatal, err->detail);
-        co_return nullptr;
+      std::string what = "no server connection available for database \"" + database_->name + "\" within " +
+                         std::to_string(settings.wait_timeout.count()) + " ms (pool size " +
+                         std::to_string(settings.size) + ")";
+      // While the database is down the reason is the database, not a busy pool.
+      if (auto down = pool_->pool.last_connect_error()) {
+        error = ProxyError{down->sqlstate, what + ": " + down->message, {}};
+      } else {
+        error = ProxyError{std::string(ss::kTooManyConnections), std::move(what), {}};
       }
-      pool_->pool.connected(server);
-      pool_->pool.set_server_params(server->params);
-      break;
+      co_return nullptr;
     }
+    case pool::Pool::Outcome::server: co_return std::static_pointer_cast<ServerConn>(checkout.server);
+    case pool::Pool::Outcome::connect: break;
   }
 
-  if (auto err = co_await restore_params(*server)) {
-    pool_->pool.release(server, server->healthy());
+  for (std::uint32_t attempt = 0;; ++attempt) {
+    auto server = std::make_shared<ServerConn>(exec);
+    auto err = co_await server->login(pool_->target);
+    if (!err) {
+      pool_->pool.connected(server);
+      pool_->pool.set_server_params(server->params);
+      co_return server;
+    }
+    const auto delay = backoff(attempt);
+    if (!retryable(err->sqlstate) || attempt >= settings.server_retry_max || proxy_.draining() ||
+        pool::Clock::now() + delay >= deadline) {
+      pool_->pool.connect_failed(err->sqlstate, err->message);
+      spdlog::warn("client {}: {} (after {} attempts)", id_, err->message, attempt + 1);
+      error = std::move(err);
+      co_return nullptr;
+    }
+    spdlog::debug("client {}: {}; retrying in {} ms", id_, err->message, delay.count());
+    stats::add(pool_->stats.connect_retries);
+    asio::steady_timer pause(exec, delay);
+    co_await pause.async_wait(as_tuple(use_awaitable));
+  }
+}
+
+asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
+  std::optional<ProxyError> err;
+  auto server = co_await checkout(pool::Clock::now() + pool_->pool.settings().wait_timeout, err);
+  if (!server) {
     co_await send_error(err->sqlstate, err->message, fatal, err->detail);
+    co_return nullptr;
+  }
+  if (auto perr = co_await restore_params(*server)) {
+    pool_->pool.release(server, server->healthy());
+    co_await send_error(perr->sqlstate, perr->message, fatal, perr->detail);
     co_return nullptr;
   }
   co_return server;
@@ -519,10 +564,27 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
 asio::awaitable<bool> Session::link(bool fatal) {
   auto server = co_await acquire(fatal);
   if (!server) co_return false;
+  char status = pr::kTxIdle;
+  if (lost_ == Lost::aborted) {
+    // The client's transaction died with its server and it knows: this server plays the failed transaction,
+    // so that PostgreSQL itself answers what follows (25P02 until ROLLBACK, COMMIT reported as ROLLBACK).
+    auto r = co_await server->run_query(
+        "BEGIN; DO $pgward$BEGIN RAISE EXCEPTION 'transaction lost with its server connection'; END$pgward$");
+    if (r.status != pr::kTxFailed) {
+      pool_->pool.release(server, false);
+      co_await send_error(ss::kConnectionFailure, "server connection lost", fatal);
+      co_return false;
+    }
+    status = pr::kTxFailed;
+    lost_ = Lost::none;
+  }
   server_ = server;
+  server_fatal_.clear();
   pending_ = 0;
+  client_waits_ = 0;
+  in_doubt_ = false;
   ext_open_ = false;
-  tx_status_ = pr::kTxIdle;
+  tx_status_ = status;
   server_pass_ = 0;
   server_drop_ = 0;
   expects_.clear();
@@ -559,8 +621,10 @@ bool Session::releasable() const {
 }
 
 void Session::track_frontend(char type) {
-  if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync)
+  if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync) {
     track_.query_sent(pending_);
+    ++client_waits_;
+  }
   switch (type) {
     case pr::fe::kQuery:
     case pr::fe::kFunctionCall: ++pending_; break;
@@ -1003,6 +1067,64 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, std
 
 namespace {
 
+// The SQL of a whole Query message; empty for anything else.
+std::string_view query_text(std::string_view message) {
+  if (message.size() <= pr::kHeaderSize || message[0] != pr::fe::kQuery) return {};
+  return pr::parse_query(message.substr(pr::kHeaderSize)).value_or(std::string_view());
+}
+
+// A short SQL command as lowercase words joined by single spaces ("commit work"), comments and a trailing
+// ';' aside; empty when the text holds anything but letters, white space and one final ';'.
+std::string short_command(std::string_view sql) {
+  if (sql.size() > 64) return {};
+  std::string out;
+  bool space = false;
+  bool ended = false;
+  for (char c : sql) {
+    if (ended && c != ';' && !std::isspace(static_cast<unsigned char>(c))) return {};
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      if (space && !out.empty()) out += ' ';
+      space = false;
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else if (std::isspace(static_cast<unsigned char>(c))) {
+      space = true;
+    } else if (c == ';') {
+      ended = true;
+    } else {
+      return {};
+    }
+  }
+  return out;
+}
+
+bool is_commit(std::string_view sql) {
+  const std::string cmd = short_command(sql);
+  return cmd == "commit" || cmd == "commit work" || cmd == "commit transaction" || cmd == "end" ||
+         cmd == "end work" || cmd == "end transaction";
+}
+
+bool is_rollback(std::string_view sql) {
+  const std::string cmd = short_command(sql);
+  return cmd == "rollback" || cmd == "rollback work" || cmd == "rollback transaction" || cmd == "abort" ||
+         cmd == "abort work" || cmd == "abort transaction";
+}
+
+// Whether SQL text might commit (or prepare) a transaction. Errs towards yes: a false yes only turns the
+// answer to a lost server from "rolled back" (08006) into "unknown" (08007).
+bool may_commit(std::string_view sql) {
+  return mentions_ci(sql, "commit") || mentions_ci(sql, "end") || mentions_ci(sql, "prepare");
+}
+
+// The message of an ErrorResponse whose severity ends the connection (FATAL, PANIC); nullopt for others.
+std::optional<std::string> fatal_message(std::string_view body) {
+  auto fields = pr::parse_fields(body);
+  if (!fields) return std::nullopt;
+  std::string_view severity = pr::find_field(*fields, 'V');
+  if (severity.empty()) severity = pr::find_field(*fields, 'S');
+  if (severity != "FATAL" && severity != "PANIC") return std::nullopt;
+  return std::string(pr::find_field(*fields, 'M'));
+}
+
 bool ends_with_sync(char request) {
   return request == pr::fe::kSync || request == pr::fe::kQuery || request == pr::fe::kFunctionCall;
 }
@@ -1035,7 +1157,8 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
       Expect e = std::move(expects_.front());
       expects_.pop_front();
       if (ends_with_sync(e.request))
-        return e.on == Expect::On::swallow ? Disposition::drop : Disposition::forward;
+        return e.on == Expect::On::swallow || e.on == Expect::On::txid ? Disposition::drop
+                                                                       : Disposition::forward;
       undo(e, server, false);
     }
     return Disposition::forward;
@@ -1043,6 +1166,17 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
   Expect& front = expects_.front();
   if (ends_with_sync(front.request)) {  // output of a simple query, function call or Sync
     if (front.on == Expect::On::swallow) return Disposition::drop;  // a preamble pgward injected
+    if (front.on == Expect::On::txid) {
+      if (type == pr::be::kDataRow) {
+        // A bigint, or NULL when the transaction wrote nothing (and so has no id).
+        if (auto v = pr::parse_first_column(body)) {
+          commit_txid_ = std::string(*v);
+        } else if (body.size() >= 6 && body.substr(2, 4) == std::string_view("\xff\xff\xff\xff", 4)) {
+          commit_txid_ = std::string();
+        }
+      }
+      return Disposition::drop;
+    }
     if (type != pr::be::kErrorResponse || !front.extra) return Disposition::forward;
     const bool replace = front.on == Expect::On::error;
     undo(front, server, true);
@@ -1072,7 +1206,8 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
   const Expect::On on = front.on;
   expects_.pop_front();
   switch (on) {
-    case Expect::On::swallow: return Disposition::drop;
+    case Expect::On::swallow:
+    case Expect::On::txid: return Disposition::drop;
     case Expect::On::parse_complete: replacement = kParseComplete; return Disposition::replace;
     case Expect::On::forward:
     case Expect::On::error: break;
@@ -1106,9 +1241,16 @@ void Session::undo(const Expect& e, ServerConn& server, bool failed) {
 
 asio::awaitable<void> Session::client_loop() {
   const std::uint32_t max_len = config_->max_message_size;
+  const std::uint32_t max_whole = config_->max_buffer_per_client;
+  const bool verify = database_->pool.commit_resolution == config::CommitResolution::verify;
   auto self = shared_from_this();
   for (;;) {
     if (!co_await fill_client()) break;
+    if (idle_transaction_timer_) idle_transaction_timer_->cancel();
+    if (resolving_) {
+      co_await wait_resolved();
+      if (client_gone_) break;
+    }
 
     std::size_t pos = cpos_;
     std::size_t span = cpos_;  // [span, pos) is forwarded to the server in one write
@@ -1155,18 +1297,27 @@ asio::awaitable<void> Session::client_loop() {
         stop = true;
         break;
       }
-      const bool needs_whole =
+      const std::size_t total = h.header.total();
+      const bool rewritten =
           rewrite_ && (type == pr::fe::kParse || type == pr::fe::kBind || type == pr::fe::kDescribe ||
                        type == pr::fe::kClose || type == pr::fe::kQuery);
-      if (needs_whole && cend_ - pos < h.header.total()) {
-        client_want_ = h.header.total();  // fill_client makes room for it (bounded by max_message_size)
+      // A message pgward must see whole but may not buffer: the server is made to fail in its place.
+      const bool too_big = rewritten && total > max_whole;
+      // After a lost transaction, a ROLLBACK is answered without a server: its text must be seen whole.
+      const bool lost_query =
+          lost_ != Lost::none && !server_ && type == pr::fe::kQuery && total <= kClientBufferSize;
+      if ((rewritten || lost_query) && !too_big && cend_ - pos < total) {
+        client_want_ = total;  // fill_client makes room for it (bounded by max_buffer_per_client)
         break;
       }
+      const bool whole = cend_ - pos >= total;
+      const std::string_view message = std::string_view(cbuf_).substr(pos, std::min(total, cend_ - pos));
       if (discard_until_sync_) {
-        client_drop_ = h.header.total();
+        client_drop_ = total;
         if (type == pr::fe::kSync) {
           discard_until_sync_ = false;
-          co_await send_ready_for_query();
+          co_await send_ready_for_query(discard_status_);
+          discard_status_ = pr::kTxIdle;
         }
         continue;
       }
@@ -1179,6 +1330,12 @@ asio::awaitable<void> Session::client_loop() {
           co_await send_error(ss::kAdminShutdown, "pgward is shutting down", true);
           stop = true;
           break;
+        }
+        if (lost_ != Lost::none &&
+            (lost_ == Lost::unreported || (lost_query && is_rollback(query_text(message))))) {
+          client_drop_ = total;
+          co_await answer_lost_transaction(type, whole ? message : std::string_view());
+          continue;
         }
         if (!co_await link(false)) {
           // As PostgreSQL after an error: a simple query ends with ReadyForQuery, the extended protocol skips
@@ -1194,9 +1351,37 @@ asio::awaitable<void> Session::client_loop() {
         span = pos;
       }
       track_frontend(type);
+      note_in_flight(type, message, whole);
+      if (too_big) {
+        wire_.append(cbuf_, span, pos - span);
+        if (type == pr::fe::kQuery) {
+          pr::put_query(wire_, "EXECUTE " + std::string(kMissingStatement));
+        } else {
+          put_describe(wire_, 'S', kMissingStatement);
+        }
+        expect(type == pr::fe::kQuery ? pr::fe::kQuery : pr::fe::kDescribe, Expect::On::error);
+        expects_.back().more().error_code = ss::kProgramLimitExceeded;
+        expects_.back().more().error = "message of " + std::to_string(total) +
+                                       " bytes exceeds max_buffer_per_client (" + std::to_string(max_whole) +
+                                       " bytes)";
+        client_drop_ = total;
+        span = pos;
+        continue;
+      }
+      if (verify && type == pr::fe::kQuery && whole && tx_status_ == pr::kTxInBlock && pending_ == 1 &&
+          !ext_open_ && is_commit(query_text(message))) {
+        // Learn the transaction id in the same round trip as the COMMIT, in case the server dies before
+        // answering it (see server_lost()).
+        wire_.append(cbuf_, span, pos - span);
+        span = pos;
+        pr::put_query(wire_, "SELECT pg_catalog.txid_current_if_assigned()");
+        expect(pr::fe::kQuery, Expect::On::txid);
+        ++pending_;
+        commit_txid_.reset();
+        if (!rewrite_) expect(pr::fe::kQuery);  // the COMMIT: the queue covers every answer in flight
+      }
       if (rewrite_ && type != pr::fe::kCopyData && type != pr::fe::kCopyDone && type != pr::fe::kCopyFail &&
           type != pr::fe::kFlush) {
-        const std::string_view message = std::string_view(cbuf_).substr(pos, h.header.total());
         if (type == pr::fe::kQuery) {
           if (note_simple_query(message, wire_, span, pos)) continue;
         } else if (type != pr::fe::kParse && type != pr::fe::kBind && type != pr::fe::kDescribe &&
@@ -1219,16 +1404,17 @@ asio::awaitable<void> Session::client_loop() {
       client_pass_ = h.header.total();
     }
     if (server_) {
+      auto server = server_;  // server_loop may unlink it while the write is under way
       bool ok = true;
       if (!wire_.empty()) {
         // Something in this batch was rewritten: send the rewritten copy.
         wire_.append(cbuf_, span, pos - span);
-        ok = co_await server_->write(wire_);
+        ok = co_await server->write(wire_);
         wire_.clear();
       } else if (pos > span) {
-        ok = co_await server_->write(std::string_view(cbuf_).substr(span, pos - span));
+        ok = co_await server->write(std::string_view(cbuf_).substr(span, pos - span));
       }
-      if (!ok) server_->close();
+      if (!ok) server->close();
     }
     wire_.clear();
     consume_client(pos - cpos_);
@@ -1293,7 +1479,16 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         break;  // read the rest of it first
       }
       if (type == pr::be::kErrorResponse && h.header.total() <= ServerConn::kBufferSize) {
-        track_.server_error(rest.substr(pr::kHeaderSize, h.header.body_size()));
+        const std::string_view error = rest.substr(pr::kHeaderSize, h.header.body_size());
+        if (auto fatal = fatal_message(error)) {
+          // PostgreSQL closes the connection after a FATAL. The client keeps its own connection: it hears of
+          // the loss from server_lost(), as one ERROR that quotes this message.
+          server_fatal_ = std::move(*fatal);
+          server_wire_.append(s.rbuf, span, pos - span);
+          server_drop_ = h.header.total();
+          continue;
+        }
+        track_.server_error(error);
       }
       if (!expects_.empty()) {
         std::string_view replacement;
@@ -1325,8 +1520,14 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
             break;
           }
           if (pending_ > 0) --pending_;
+          if (client_waits_ > 0) --client_waits_;
           tx_status_ = *st;
           track_.ready_for_query(*st, pending_);
+          if (client_waits_ == 0 && !ext_open_) {
+            in_doubt_ = false;
+            commit_txid_.reset();
+            if (tx_status_ != pr::kTxIdle) arm_idle_transaction_timer();
+          }
           if (statement_mode && tx_status_ != pr::kTxIdle && pending_ == 0 && !ext_open_) {
             statement_violation = true;  // forward up to this ReadyForQuery, then roll back
             break;
@@ -1406,15 +1607,234 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     unlink(reusable);
     co_return;
   }
-  // The server went away under a linked client. The error goes out before the unlink so that client_loop,
-  // which writes to the client only while unlinked, cannot write at the same time.
-  spdlog::warn("client {}: server {} connection lost", id_, s.id());
   if (proxy_.draining()) {  // terminate() closed it: shutdown_timeout passed during the drain
+    // The error goes out before the unlink so that client_loop, which writes to the client only while
+    // unlinked, cannot write at the same time.
     co_await send_error(ss::kAdminShutdown, "terminating connection because pgward is shutting down", true);
-  } else {
-    co_await send_error(ss::kConnectionFailure, "server connection lost", true);
+    unlink(false);
+    co_return;
   }
+  spdlog::warn("client {}: server {} connection lost", id_, s.id());
+  co_await server_lost(s);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// faults
+
+void Session::note_in_flight(char type, std::string_view message, bool whole) {
+  std::string_view sql;
+  if (type == pr::fe::kParse && whole) {
+    auto p = parse_parse(message.substr(pr::kHeaderSize));
+    if (p) sql = p->tail.substr(0, p->tail.find('\0'));
+    if (p && p->name.empty()) unnamed_may_commit_ = !p || may_commit(sql);
+  }
+  if (in_doubt_) return;
+  const bool implicit = tx_status_ == pr::kTxIdle;  // a statement outside a block commits when it ends
+  switch (type) {
+    case pr::fe::kQuery: in_doubt_ = implicit || !whole || may_commit(query_text(message)); break;
+    case pr::fe::kFunctionCall: in_doubt_ = true; break;
+    case pr::fe::kExecute: in_doubt_ = implicit; break;
+    case pr::fe::kParse: in_doubt_ = !whole || may_commit(sql); break;
+    case pr::fe::kBind: {
+      // What the portal will run: the unnamed statement's text is known from its Parse; a named one's only
+      // when pgward keeps the client's statements.
+      auto b = whole ? parse_bind(message.substr(pr::kHeaderSize)) : std::nullopt;
+      if (!b) {
+        in_doubt_ = true;
+      } else if (b->statement.empty()) {
+        in_doubt_ = unnamed_may_commit_;
+      } else {
+        auto it = statements_.find(std::string(b->statement));
+        in_doubt_ = it == statements_.end() ||
+                    may_commit(it->second->tail.substr(0, it->second->tail.find('\0'))) ||
+                    may_commit(it->second->sql);
+      }
+      break;
+    }
+    default: break;
+  }
+}
+
+void Session::append_error(std::string& out, std::string_view sqlstate, std::string_view message,
+                           std::string_view detail) {
+  pr::put_error_response(out, {"ERROR", sqlstate, message, detail});
+  track_.proxy_error(sqlstate);
+  spdlog::info("client {} error {}: {}", id_, sqlstate, message);
+}
+
+asio::awaitable<void> Session::server_lost(ServerConn& s) {
+  stats::add(pool_->stats.servers_lost);
+  // Requests that will never be answered: undo what pgward assumed of them (statements registered early).
+  for (const Expect& e : expects_) undo(e, s, true);
+  expects_.clear();
+  const bool mid_message = server_pass_ > 0;
+  const std::int64_t waits = client_waits_;
+  const bool open = ext_open_;
+  const bool doubt = in_doubt_;
+  const char status = tx_status_;
+  const std::optional<std::string> txid = commit_txid_;
+  const std::string said = server_fatal_.empty() ? std::string() : "PostgreSQL said: " + server_fatal_;
+  resolving_ = true;  // client_loop holds the client's next messages until the answer is out
   unlink(false);
+
+  if (mid_message || database_->pool.mode == config::PoolMode::session || waits > 1 || (waits == 1 && open)) {
+    // Nothing sensible can follow: half a message went out, a session's state is gone, or several batches
+    // are in flight whose answers cannot be made up.
+    if (mid_message) {
+      boost::system::error_code ec;
+      client_.close(ec);
+    } else if (doubt) {
+      co_await send_error(ss::kTransactionResolutionUnknown,
+                          "server connection lost; whether the work in flight committed is unknown", true,
+                          said);
+    } else {
+      co_await send_error(ss::kConnectionFailure, "server connection lost", true, said);
+    }
+    client_gone_ = true;
+  } else if (waits == 0 && !open) {
+    // The client waits for nothing; if it sits in a transaction block, its next message learns the loss.
+    if (status != pr::kTxIdle) {
+      lost_ = status == pr::kTxFailed ? Lost::aborted : Lost::unreported;
+      lost_detail_ = said;
+    }
+  } else {
+    std::string out;
+    char end = pr::kTxIdle;
+    if (doubt) {
+      Outcome outcome = Outcome::unknown;
+      if (txid && database_->pool.commit_resolution == config::CommitResolution::verify) {
+        outcome = txid->empty() ? Outcome::committed : co_await resolve_commit(*txid);
+      }
+      switch (outcome) {
+        case Outcome::committed:
+          stats::add(pool_->stats.commits_verified_committed);
+          spdlog::info("client {}: COMMIT verified after the server was lost ({})", id_,
+                       txid->empty() ? "the transaction wrote nothing" : "transaction " + *txid + " committed");
+          pr::put_command_complete(out, "COMMIT");
+          break;
+        case Outcome::aborted:
+          stats::add(pool_->stats.commits_verified_aborted);
+          append_error(out, ss::kStatementCompletionUnknown,
+                       "server connection lost during COMMIT; the transaction was rolled back",
+                       "pgward verified the outcome of transaction " + *txid + " on another connection.");
+          break;
+        case Outcome::unknown:
+          if (txid) stats::add(pool_->stats.commits_unresolved);
+          append_error(out, ss::kTransactionResolutionUnknown,
+                       "server connection lost; whether the work in flight committed is unknown",
+                       said.empty() ? "The connection died after a COMMIT or a statement outside a "
+                                      "transaction block was sent and before its answer arrived."
+                                    : said);
+          break;
+      }
+    } else if (status != pr::kTxIdle) {
+      append_error(out, ss::kConnectionFailure, "server connection lost; the transaction was rolled back",
+                   said);
+      end = pr::kTxFailed;
+      lost_ = Lost::aborted;
+    } else {
+      append_error(out, ss::kConnectionFailure, "server connection lost", said);
+    }
+    if (waits == 1) {
+      pr::put_ready_for_query(out, end);
+    } else {  // the extended-protocol batch has no Sync yet: its ReadyForQuery comes when it does
+      discard_until_sync_ = true;
+      discard_status_ = end;
+    }
+    if (!co_await send_client(out)) client_gone_ = true;
+  }
+  resolving_ = false;
+  if (resolved_) resolved_->cancel();
+}
+
+asio::awaitable<void> Session::wait_resolved() {
+  if (!resolved_) resolved_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  while (resolving_) {
+    resolved_->expires_at(asio::steady_timer::time_point::max());
+    co_await resolved_->async_wait(as_tuple(use_awaitable));
+  }
+}
+
+asio::awaitable<Session::Outcome> Session::resolve_commit(const std::string& txid) {
+  if (txid.empty() || !std::all_of(txid.begin(), txid.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    co_return Outcome::unknown;
+  const auto deadline = pool::Clock::now() + pool_->pool.settings().wait_timeout;
+  const std::string sql = "SELECT pg_catalog.txid_status(" + txid + ")";
+  for (std::uint32_t attempt = 0;; ++attempt) {
+    std::optional<ProxyError> err;
+    auto server = co_await checkout(deadline, err);
+    if (!server) co_return Outcome::unknown;
+    auto r = co_await server->run_query(sql);
+    pool_->pool.release(server, !r.error && r.status == pr::kTxIdle && server->unread().empty());
+    if (!r.error) {
+      if (r.value == "committed") co_return Outcome::committed;
+      if (r.value == "aborted") co_return Outcome::aborted;
+      if (!r.value) co_return Outcome::unknown;  // too old to tell
+      // "in progress": the old backend has not noticed yet that its connection is gone
+    }
+    const auto delay = backoff(attempt);
+    if (pool::Clock::now() + delay >= deadline) co_return Outcome::unknown;
+    asio::steady_timer pause(client_.get_executor(), delay);
+    co_await pause.async_wait(as_tuple(use_awaitable));
+  }
+}
+
+asio::awaitable<void> Session::answer_lost_transaction(char type, std::string_view message) {
+  std::string out;
+  const std::string_view sql = query_text(message);
+  if (is_rollback(sql)) {
+    pr::put_command_complete(out, "ROLLBACK");
+    pr::put_ready_for_query(out, pr::kTxIdle);
+    lost_ = Lost::none;
+  } else {
+    append_error(out, ss::kConnectionFailure, "server connection lost; the transaction was rolled back",
+                 lost_detail_.empty()
+                     ? "The connection to the server died while the client was idle in a transaction block."
+                     : lost_detail_);
+    if (is_commit(sql)) {
+      pr::put_ready_for_query(out, pr::kTxIdle);
+      lost_ = Lost::none;
+    } else {
+      lost_ = Lost::aborted;
+      if (type == pr::fe::kQuery || type == pr::fe::kFunctionCall || type == pr::fe::kSync) {
+        pr::put_ready_for_query(out, pr::kTxFailed);
+      } else {
+        discard_until_sync_ = true;
+        discard_status_ = pr::kTxFailed;
+      }
+    }
+  }
+  co_await send_client(out);
+}
+
+void Session::arm_idle_transaction_timer() {
+  const auto timeout = database_->pool.idle_in_transaction_timeout;
+  if (timeout.count() <= 0) return;
+  if (!idle_transaction_timer_)
+    idle_transaction_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  idle_transaction_timer_->expires_after(timeout);
+  idle_transaction_timer_->async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->idle_transaction_expired();
+  });
+}
+
+void Session::idle_transaction_expired() {
+  if (!server_ || tx_status_ == pr::kTxIdle || client_waits_ != 0 || ext_open_ || cend_ != cpos_ ||
+      resolving_ || client_gone_)
+    return;
+  stats::add(pool_->stats.idle_transaction_timeouts);
+  // Closing the server ends the backend, and PostgreSQL rolls the transaction back; server_loop then drops
+  // the server (never reused: its transaction was open).
+  client_gone_ = true;
+  server_->close();
+  asio::co_spawn(
+      client_.get_executor(),
+      [self = shared_from_this()]() -> asio::awaitable<void> {
+        co_await self->send_error(ss::kIdleInTransactionSessionTimeout,
+                                  "terminating connection due to idle-in-transaction timeout", true);
+      },
+      asio::detached);
 }
 
 }  // namespace pgward::proxy

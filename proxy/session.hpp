@@ -7,6 +7,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <memory>
 #include <string>
@@ -45,6 +46,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // Takes a server from the pool (connecting one if a slot is free) and brings its session state in line with
   // this client's. Sends the client an ErrorResponse (non-fatal) and returns null when that fails.
   asio::awaitable<std::shared_ptr<ServerConn>> acquire(bool fatal);
+  // A server from the pool by `deadline`: an idle one, or a new one (failed connects are retried with
+  // backoff). Null with `error` set when none could be had.
+  asio::awaitable<std::shared_ptr<ServerConn>> checkout(pool::Clock::time_point deadline,
+                                                        std::optional<ProxyError>& error);
   asio::awaitable<bool> link(bool fatal);
   void unlink(bool reusable);
   asio::awaitable<std::optional<ProxyError>> restore_params(ServerConn& server);
@@ -55,12 +60,32 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> send_client(std::string_view bytes);
   asio::awaitable<void> send_error(std::string_view sqlstate, std::string_view message, bool fatal,
                                    std::string_view detail = {});
-  asio::awaitable<void> send_ready_for_query();
+  asio::awaitable<void> send_ready_for_query(char status = protocol::kTxIdle);
   std::string_view client_unread() const;
   void consume_client(std::size_t n);
 
   void track_frontend(char type);
   bool releasable() const;
+
+  // ---- faults ----
+  // Notes whether the client message about to go to the server leaves the outcome of committed work unknown
+  // should the server be lost before its answer: a statement outside a transaction block, or a COMMIT.
+  void note_in_flight(char type, std::string_view message, bool whole);
+  // The linked server died under the client: tells the client what became of its work (one ErrorResponse,
+  // or the verified outcome of its COMMIT) and keeps the session going where the protocol allows.
+  asio::awaitable<void> server_lost(ServerConn& server);
+  // Appends an ErrorResponse (ERROR) and counts it.
+  void append_error(std::string& out, std::string_view sqlstate, std::string_view message,
+                    std::string_view detail = {});
+  // commit_resolution = "verify": what became of transaction `txid`, asked on another server connection.
+  enum class Outcome { committed, aborted, unknown };
+  asio::awaitable<Outcome> resolve_commit(const std::string& txid);
+  // The first client message after its server died while it sat idle in a transaction block: answered by
+  // pgward as PostgreSQL would answer in a failed transaction.
+  asio::awaitable<void> answer_lost_transaction(char type, std::string_view message);
+  asio::awaitable<void> wait_resolved();
+  void arm_idle_transaction_timer();
+  void idle_transaction_expired();
 
   // ---- prepared statements (transaction and statement modes) ----
   // What pgward does with the response to one message it sent the server. Responses come in the order the
@@ -71,6 +96,8 @@ class Session : public std::enable_shared_from_this<Session> {
       swallow,         // a message pgward injected: drop its success response (an error still goes through)
       parse_complete,  // a no-op Close standing in for a Parse pgward answers: send ParseComplete instead
       error,  // a request sent so that the server fails it: send `error` instead of the server's text
+      txid,   // pgward's own `SELECT txid_current_if_assigned()` before a COMMIT: keep the value, drop the
+              // rest
     };
     // Error text and undo information, for the few requests that carry them (a Parse, an injected message, a
     // stand-in for an error); applied when the request fails or the server skips it after an earlier error.
@@ -127,6 +154,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t client_want_ = 0;  // size of a message that must be read whole before it is handled
   bool discard_until_sync_ =
       false;  // after a failed checkout in the extended protocol, as the server would do
+  char discard_status_ = protocol::kTxIdle;  // the ReadyForQuery status that ends the discarding
 
   // Login results.
   std::shared_ptr<const config::Config> config_;
@@ -147,6 +175,23 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t server_pass_ = 0;  // bytes of the current server message still to forward unexamined
   std::size_t server_drop_ = 0;  // bytes of the current server message still to discard
   bool client_gone_ = false;
+  std::int64_t client_waits_ = 0;   // the client's own Sync, Query and FunctionCall messages among pending_
+  bool in_doubt_ = false;           // see note_in_flight(); cleared when the server is idle again
+  bool unnamed_may_commit_ = true;  // the client's last unnamed Parse could be a COMMIT
+  // commit_resolution = "verify": the transaction id learnt just before the COMMIT in flight ("" when the
+  // transaction wrote nothing and so has none); nullopt when not learnt.
+  std::optional<std::string> commit_txid_;
+
+  // After the server died under a client inside a transaction block, pgward answers for the lost transaction
+  // until the client ends it: `unreported` while the client has not heard of the loss yet, `aborted` once it
+  // has (the next server is then put in a failed transaction, so that PostgreSQL answers the rest).
+  enum class Lost : std::uint8_t { none, unreported, aborted };
+  Lost lost_ = Lost::none;
+  std::string lost_detail_;   // what PostgreSQL said as it closed the lost server, for the client's error
+  std::string server_fatal_;  // the linked server's FATAL message, held back from the client
+  bool resolving_ = false;    // server_lost() is answering the client: client_loop waits for it
+  std::unique_ptr<asio::steady_timer> resolved_;                // wakes client_loop when resolving_ ends
+  std::unique_ptr<asio::steady_timer> idle_transaction_timer_;  // idle_in_transaction_timeout, once used
 
   bool rewrite_ = false;  // prepared-statement namespacing on (transaction/statement mode, cache size > 0)
   std::unordered_map<std::string, StatementPtr> statements_;  // this client's named statements

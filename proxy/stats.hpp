@@ -91,6 +91,13 @@ struct PoolStats {
   Counter prepared_hits{0};
   Counter prepared_misses{0};
   Counter prepared_evictions{0};
+
+  Counter connect_retries{0};             // failed server connects retried after a backoff
+  Counter servers_lost{0};                // server connections that died under a linked client
+  Counter idle_transaction_timeouts{0};   // clients closed by idle_in_transaction_timeout (25P03)
+  Counter commits_verified_committed{0};  // commit_resolution = "verify": outcomes learnt after a loss
+  Counter commits_verified_aborted{0};
+  Counter commits_unresolved{0};
 };
 
 enum class ErrorOrigin { server, proxy };
