@@ -190,8 +190,8 @@ struct PgwardConfig {
   std::string databases = database_toml(kDatabase);                        // [[database]] tables
   std::string users{};  // users file content; when set, written to users.toml and named in [auth] users_file
 
-  // A [[database]] table pointing at the test PostgreSQL, or with a port at 127.0.0.1:port; `extra` holds
-  // further keys (user, password, ...).
+  // A [[database]] table pointing at the test PostgreSQL, or with a port at 127.0.0.1:port (a FaultRelay in
+  // front of it, say); `extra` holds further keys (user, password, ...).
   static std::string database_toml(std::string_view name, std::string_view dbname = kDatabase,
                                    std::string_view extra = "", int port = 0);
 };
@@ -229,6 +229,44 @@ class Pgward {
   int admin_port_ = 0;
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fault injection
+
+// A TCP relay inside the test process, between pgward and PostgreSQL (point a [[database]] at its port with
+// PgwardConfig::database_toml), that breaks the connections it carries on purpose. Each accepted connection
+// is relayed to 127.0.0.1:target_port; when nothing listens there it is reset at once. Every member is
+// thread-safe; the destructor resets whatever is still open.
+class FaultRelay {
+ public:
+  enum class Cut {
+    before_send,  // the COMMIT never reaches PostgreSQL: the server rolls the transaction back
+    after_reply,  // PostgreSQL commits and replies; the reply (up to its ReadyForQuery) is dropped
+  };
+
+  explicit FaultRelay(int target_port = pg_port());
+  FaultRelay(const FaultRelay&) = delete;
+  FaultRelay& operator=(const FaultRelay&) = delete;
+  ~FaultRelay();
+
+  int port() const;
+  // Pairs currently open.
+  std::size_t connections() const;
+  // Resets both sides of every open pair (SO_LINGER 0: an RST), as if the server had died, and waits until
+  // they are closed. Connections accepted afterwards are relayed normally.
+  void kill_all();
+  // Arms a cut for the next client-to-server chunk holding a simple Query whose text is a COMMIT statement:
+  // whatever the client sent before it and the replies to that still pass, then the pair is closed on both
+  // sides, before the COMMIT is forwarded or after PostgreSQL's reply to it has been read and dropped. It
+  // fires once, then disarms.
+  void cut_on_commit(Cut mode);
+  // Whether the armed cut has happened; true before the pair is closed, so whoever saw the close sees it.
+  bool fired() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
