@@ -173,6 +173,12 @@ TEST(Faults, RelayBreaksConnectionsAsAsked) {
 // no row, and the next client of the (single) server starts outside any transaction.
 void expect_clean_after_client_death(PGconn* direct, const Pgward& pgward, const std::string& table) {
   expect_no_open_transactions(direct);
+  const std::string busy_backends = "SELECT count(*) FROM pg_stat_activity WHERE usename = '" +
+                                    std::string(kTrustUser) + "' AND state <> 'idle'";
+  EXPECT_TRUE(wait_until([&] { return query_value(direct, busy_backends) == "0"; }, 15s))
+      << "the dead client's server is not idle: "
+      << query_value(direct, "SELECT string_agg(state, ', ') FROM pg_stat_activity WHERE usename = '" +
+                                 std::string(kTrustUser) + "'");
   EXPECT_EQ(count_rows(direct, table), "0") << "an uncommitted row became visible";
   Conn next = pgward.connect();
   ASSERT_TRUE(next.ok());
