@@ -154,20 +154,55 @@ PostgresState& postgres() {
 
 std::string pg_program(const char* name) { return std::string(kPgBin) + "/" + name; }
 
+// pg_ctl stop -m mode, then waits for the process (SIGKILL after 10 s). Call with pg.mutex held.
+void stop_server_locked(PostgresState& pg, const char* mode) {
+  if (pg.pid <= 0) return;
+  run_command(
+      as_postgres_user({pg_program("pg_ctl"), "stop", "-D", pg.dir + "/data", "-m", mode, "-w", "-t", "30"}),
+      pg.dir + "/pg_ctl.log");
+  if (!wait_for_exit(pg.pid, 10s)) {
+    kill(pg.pid, SIGKILL);
+    waitpid(pg.pid, nullptr, 0);
+  }
+  pg.pid = -1;
+}
+
+// Spawns postgres on pg.dir/data and pg.port and waits until it answers PQping (30 s at the most); what went
+// wrong, "" when it is up. Call with pg.mutex held.
+std::string start_server_locked(PostgresState& pg) {
+  if (pg.pid > 0) return "";
+  const std::string log = pg.dir + "/postgres.log";
+  pg.pid =
+      spawn(as_postgres_user({pg_program("postgres"), "-D", pg.dir + "/data", "-p", std::to_string(pg.port),
+                              "-k", pg.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+                              "max_connections=150", "-c", "logging_collector=off"}),
+            log, /*die_with_parent=*/false);
+  const std::string ping =
+      "host=127.0.0.1 port=" + std::to_string(pg.port) + " user=postgres dbname=postgres connect_timeout=2";
+  bool up = wait_until(
+      [&] {
+        int status = 0;
+        if (waitpid(pg.pid, &status, WNOHANG) == pg.pid) {
+          pg.pid = -1;
+          return true;  // exited: reported below
+        }
+        return PQping(ping.c_str()) == PQPING_OK;
+      },
+      30s);
+  if (up && pg.pid > 0) return "";
+  if (pg.pid > 0) {
+    kill(pg.pid, SIGKILL);
+    waitpid(pg.pid, nullptr, 0);
+    pg.pid = -1;
+  }
+  return "PostgreSQL did not start; the end of its log:\n" + last_lines(read_file(log), 30);
+}
+
 void stop_postgres(const char* mode) {
   auto& pg = postgres();
   std::lock_guard lock(pg.mutex);
   if (pg.dir.empty()) return;
-  if (pg.pid > 0) {
-    run_command(as_postgres_user(
-                    {pg_program("pg_ctl"), "stop", "-D", pg.dir + "/data", "-m", mode, "-w", "-t", "30"}),
-                pg.dir + "/pg_ctl.log");
-    if (!wait_for_exit(pg.pid, 10s)) {
-      kill(pg.pid, SIGKILL);
-      waitpid(pg.pid, nullptr, 0);
-    }
-    pg.pid = -1;
-  }
+  stop_server_locked(pg, mode);
   std::error_code ignored;
   std::filesystem::remove_all(pg.dir, ignored);
   pg.dir.clear();
@@ -215,23 +250,11 @@ void PostgresEnvironment::SetUp() {
   ASSERT_EQ(rc, 0) << "initdb failed:\n" << read_file(pg.dir + "/initdb.log");
 
   pg.port = free_port();
-  pg.pid = spawn(as_postgres_user({pg_program("postgres"), "-D", data, "-p", std::to_string(pg.port), "-k",
-                                   pg.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
-                                   "max_connections=150", "-c", "logging_collector=off"}),
-                 log, /*die_with_parent=*/false);
-
-  const std::string ping = direct_conninfo("postgres", "postgres") + " connect_timeout=2";
-  bool up = wait_until(
-      [&] {
-        int status = 0;
-        if (waitpid(pg.pid, &status, WNOHANG) == pg.pid) {
-          pg.pid = -1;
-          return true;  // exited: reported below
-        }
-        return PQping(ping.c_str()) == PQPING_OK;
-      },
-      30s);
-  ASSERT_TRUE(up && pg.pid > 0) << "PostgreSQL did not start; its log:\n" << read_file(log);
+  {
+    std::lock_guard lock(pg.mutex);
+    const std::string failure = start_server_locked(pg);
+    ASSERT_EQ(failure, "");
+  }
 
   {
     Conn admin = connect_direct("postgres", "postgres");
@@ -271,6 +294,29 @@ void PostgresEnvironment::SetUp() {
 void PostgresEnvironment::TearDown() { stop_postgres("fast"); }
 
 int pg_port() { return postgres().port; }
+
+void stop_postgres_server(const char* mode) {
+  auto& pg = postgres();
+  std::lock_guard lock(pg.mutex);
+  stop_server_locked(pg, mode);
+}
+
+void start_postgres_server() {
+  auto& pg = postgres();
+  std::lock_guard lock(pg.mutex);
+  const std::string failure = pg.dir.empty() ? "PostgreSQL was never set up" : start_server_locked(pg);
+  ASSERT_EQ(failure, "");
+}
+
+bool postgres_server_running() {
+  auto& pg = postgres();
+  std::lock_guard lock(pg.mutex);
+  return pg.pid > 0;
+}
+
+PostgresRestarter::~PostgresRestarter() {
+  if (!postgres_server_running()) start_postgres_server();
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -390,14 +436,14 @@ std::string Conn::error() const {
   return conn_ ? PQerrorMessage(conn_) : "out of memory";
 }
 
-std::string Conn::connect_sqlstate() const {
-  // Verbose messages read "FATAL:  28P01: password authentication failed ...".
-  const std::string message = error();
+std::string Conn::connect_sqlstate() const { return sqlstate_in_message(error()); }
+
+std::string sqlstate_in_message(std::string_view message) {
   for (const char* severity : {"FATAL:  ", "ERROR:  ", "PANIC:  "}) {
     const std::size_t at = message.find(severity);
     if (at == std::string::npos) continue;
     const std::size_t code = at + std::strlen(severity);
-    if (message.size() > code + 5 && message[code + 5] == ':') return message.substr(code, 5);
+    if (message.size() > code + 5 && message[code + 5] == ':') return std::string(message.substr(code, 5));
   }
   return "";
 }
@@ -527,10 +573,10 @@ int free_port() {
 // ---------------------------------------------------------------------------------------------------------------
 
 std::string PgwardConfig::database_toml(std::string_view name, std::string_view dbname,
-                                        std::string_view extra) {
+                                        std::string_view extra, int port) {
   std::string s = "[[database]]\nname = \"" + std::string(name) +
-                  "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(pg_port()) + "\ndbname = \"" +
-                  std::string(dbname) + "\"\n" + std::string(extra);
+                  "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(port != 0 ? port : pg_port()) +
+                  "\ndbname = \"" + std::string(dbname) + "\"\n" + std::string(extra);
   if (!s.ends_with('\n')) s += '\n';
   return s + "\n";
 }
@@ -719,6 +765,27 @@ std::string query(std::string_view sql) { return message('Q', std::string(sql) +
 
 std::string terminate() { return message('X', ""); }
 
+std::string parse(std::string_view statement, std::string_view sql) {
+  return message('P', std::string(statement) + '\0' + std::string(sql) + '\0' + std::string(2, '\0'));
+}
+
+std::string bind(std::string_view statement, std::string_view portal) {
+  // Portal, statement, no parameter formats, no parameters, no result formats.
+  return message('B', std::string(portal) + '\0' + std::string(statement) + '\0' + std::string(6, '\0'));
+}
+
+std::string describe_portal(std::string_view portal) {
+  return message('D', 'P' + std::string(portal) + '\0');
+}
+
+std::string execute(std::string_view portal) {
+  return message('E', std::string(portal) + '\0' + std::string(4, '\0'));  // no row limit
+}
+
+std::string sync() { return message('S', ""); }
+
+std::string flush() { return message('H', ""); }
+
 }  // namespace wire
 
 int connect_loopback(int port, std::chrono::milliseconds timeout) {
@@ -740,6 +807,38 @@ int connect_loopback(int port, std::chrono::milliseconds timeout) {
     return -1;
   }
   return fd;
+}
+
+HttpResponse http_raw(int port, const std::string& raw) {
+  HttpResponse out;
+  const int fd = connect_loopback(port, 10s);
+  if (fd < 0) return out;
+  std::size_t sent = 0;
+  while (sent < raw.size()) {
+    ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  const auto end = text.find("\r\n\r\n");
+  if (!text.starts_with("HTTP/1.") || end == std::string::npos) return out;
+  out.status = std::atoi(text.c_str() + 9);
+  out.headers = text.substr(0, end);
+  out.body = text.substr(end + 4);
+  return out;
+}
+
+HttpResponse http(int port, const std::string& method, const std::string& target,
+                  const std::string& headers) {
+  return http_raw(port, method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
+                            headers + (method == "POST" ? "Content-Length: 0\r\n" : "") + "\r\n");
 }
 
 RawClient::RawClient(int port, std::chrono::milliseconds timeout) {
@@ -821,6 +920,14 @@ bool RawClient::wait_closed() {
     last_status_ = ReadStatus::timeout;
     return false;
   }
+}
+
+void RawClient::reset() {
+  if (fd_ < 0) return;
+  const linger abort{1, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  close(fd_);
+  fd_ = -1;
 }
 
 std::vector<Message> RawClient::login(const std::vector<std::pair<std::string, std::string>>& params,

@@ -52,6 +52,24 @@ class PostgresEnvironment : public ::testing::Environment {
 // The port of the PostgreSQL started by PostgresEnvironment.
 int pg_port();
 
+// Stops that PostgreSQL with `pg_ctl stop -m mode` ("smart", "fast" or "immediate") and waits for it to exit.
+// Its data directory stays: start_postgres_server() brings the same cluster back on the same port.
+void stop_postgres_server(const char* mode);
+// Starts it again with the options PostgresEnvironment used; fails the test unless it answers PQping within
+// 30 s. Does nothing while it runs.
+void start_postgres_server();
+bool postgres_server_running();
+
+// Declare one before stopping PostgreSQL in a test: when the test ends, however it ends, PostgreSQL runs
+// again for the tests after it.
+class PostgresRestarter {
+ public:
+  PostgresRestarter() = default;
+  PostgresRestarter(const PostgresRestarter&) = delete;
+  PostgresRestarter& operator=(const PostgresRestarter&) = delete;
+  ~PostgresRestarter();
+};
+
 // Bounds every test: when one runs longer than the limit, the pgward processes it started are killed (which
 // makes any libpq call blocked on them return) and the test is marked failed.
 class Watchdog : public ::testing::EmptyTestEventListener {
@@ -112,6 +130,10 @@ std::string query_value(PGconn* conn, const std::string& sql);
 // Runs SQL that is expected to fail and returns its SQLSTATE ("" if it succeeded or no SQLSTATE came back).
 std::string exec_sqlstate(PGconn* conn, const std::string& sql);
 std::string sqlstate(const PGresult* result);
+// The SQLSTATE in a verbose libpq error message ("FATAL:  57P01: terminating connection ..."), "" if none.
+// When a server sends an error and then closes, the last result only says the connection closed: the error
+// is in PQerrorMessage.
+std::string sqlstate_in_message(std::string_view message);
 // Runs SQL without blocking longer than timeout; the last result, or nullopt when no answer came in time.
 std::optional<Result> exec_within(PGconn* conn, const std::string& sql, std::chrono::milliseconds timeout);
 // Waits until PQgetResult would not block; false at the deadline.
@@ -138,6 +160,18 @@ int free_port();
 // A TCP socket connected to 127.0.0.1:port with send/receive timeouts; -1 with errno set on failure.
 int connect_loopback(int port, std::chrono::milliseconds timeout);
 
+// An HTTP exchange with 127.0.0.1:port (pgward's admin port).
+struct HttpResponse {
+  int status = 0;  // 0 when no answer came
+  std::string headers;
+  std::string body;
+};
+// Sends `raw` and reads the answer until the server closes.
+HttpResponse http_raw(int port, const std::string& raw);
+// One request with `Connection: close`; `headers` are further header lines, each ending in \r\n.
+HttpResponse http(int port, const std::string& method, const std::string& target,
+                  const std::string& headers = "");
+
 // fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.
 pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);
@@ -156,9 +190,10 @@ struct PgwardConfig {
   std::string databases = database_toml(kDatabase);                        // [[database]] tables
   std::string users{};  // users file content; when set, written to users.toml and named in [auth] users_file
 
-  // A [[database]] table pointing at the test PostgreSQL; `extra` holds further keys (user, password, ...).
+  // A [[database]] table pointing at the test PostgreSQL, or with a port at 127.0.0.1:port (a FaultRelay in
+  // front of it, say); `extra` holds further keys (user, password, ...).
   static std::string database_toml(std::string_view name, std::string_view dbname = kDatabase,
-                                   std::string_view extra = "");
+                                   std::string_view extra = "", int port = 0);
 };
 
 // One running pgward process. The constructor throws (failing the test) when it does not accept connections
@@ -171,6 +206,7 @@ class Pgward {
   ~Pgward();
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   // The admin HTTP port the harness chose; 0 when the test wrote its own [admin] table.
   int admin_port() const { return admin_port_; }
   std::string conninfo(const std::string& user = kTrustUser, const std::string& db = kDatabase,
@@ -193,6 +229,44 @@ class Pgward {
   int admin_port_ = 0;
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fault injection
+
+// A TCP relay inside the test process, between pgward and PostgreSQL (point a [[database]] at its port with
+// PgwardConfig::database_toml), that breaks the connections it carries on purpose. Each accepted connection
+// is relayed to 127.0.0.1:target_port; when nothing listens there it is reset at once. Every member is
+// thread-safe; the destructor resets whatever is still open.
+class FaultRelay {
+ public:
+  enum class Cut {
+    before_send,  // the COMMIT never reaches PostgreSQL: the server rolls the transaction back
+    after_reply,  // PostgreSQL commits and replies; the reply (up to its ReadyForQuery) is dropped
+  };
+
+  explicit FaultRelay(int target_port = pg_port());
+  FaultRelay(const FaultRelay&) = delete;
+  FaultRelay& operator=(const FaultRelay&) = delete;
+  ~FaultRelay();
+
+  int port() const;
+  // Pairs currently open.
+  std::size_t connections() const;
+  // Resets both sides of every open pair (SO_LINGER 0: an RST), as if the server had died, and waits until
+  // they are closed. Connections accepted afterwards are relayed normally.
+  void kill_all();
+  // Arms a cut for the next client-to-server chunk holding a simple Query whose text is a COMMIT statement:
+  // whatever the client sent before it and the replies to that still pass, then the pair is closed on both
+  // sides, before the COMMIT is forwarded or after PostgreSQL's reply to it has been read and dropped. It
+  // fires once, then disarms.
+  void cut_on_commit(Cut mode);
+  // Whether the armed cut has happened; true before the pair is closed, so whoever saw the close sees it.
+  bool fired() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -224,6 +298,13 @@ std::string cancel_request(std::uint32_t pid, std::uint32_t key);
 std::string message(char type, std::string_view body);
 std::string query(std::string_view sql);
 std::string terminate();
+// Extended protocol with text parameters and results: Parse without parameter types, Bind of no parameters.
+std::string parse(std::string_view statement, std::string_view sql);
+std::string bind(std::string_view statement, std::string_view portal = "");
+std::string describe_portal(std::string_view portal = "");
+std::string execute(std::string_view portal = "");
+std::string sync();
+std::string flush();
 }  // namespace wire
 
 // A plain TCP client speaking the protocol byte by byte. Every read is bounded by the receive timeout.
@@ -247,6 +328,8 @@ class RawClient {
   std::vector<Message> read_until_ready();
   // Waits for the peer to close (EOF or reset), discarding what arrives; false on timeout.
   bool wait_closed();
+  // Closes the socket abruptly (a reset, as when the client process dies); later sends fail.
+  void reset();
   ReadStatus last_status() const { return last_status_; }
 
   // Trust login: startup packet, then messages up to ReadyForQuery. Throws unless it ends in ReadyForQuery.

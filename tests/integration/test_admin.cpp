@@ -30,45 +30,6 @@ namespace {
 
 // ---- small helpers ----
 
-struct HttpResponse {
-  int status = 0;  // 0 when no answer came
-  std::string headers;
-  std::string body;
-};
-
-// Sends `raw` to 127.0.0.1:port and reads the answer until the server closes.
-HttpResponse http_raw(int port, const std::string& raw) {
-  HttpResponse out;
-  const int fd = connect_loopback(port, 10s);
-  if (fd < 0) return out;
-  std::size_t sent = 0;
-  while (sent < raw.size()) {
-    ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<std::size_t>(n);
-  }
-  std::string text;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    text.append(buf, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  const auto end = text.find("\r\n\r\n");
-  if (!text.starts_with("HTTP/1.") || end == std::string::npos) return out;
-  out.status = std::atoi(text.c_str() + 9);
-  out.headers = text.substr(0, end);
-  out.body = text.substr(end + 4);
-  return out;
-}
-
-HttpResponse http(int port, const std::string& method, const std::string& target,
-                  const std::string& headers = "") {
-  return http_raw(port, method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
-                            headers + (method == "POST" ? "Content-Length: 0\r\n" : "") + "\r\n");
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::ostringstream out;

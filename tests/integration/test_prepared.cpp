@@ -245,14 +245,9 @@ TEST(Prepared, CloseThenParseAgainWithOtherSql) {
   Pgward pgward(PgwardConfig{.pool = pool_toml(1)});
   RawClient client(pgward.port());
   client.login(trust_login_params());
-  auto parse = [](std::string_view name, std::string_view sql) {
-    return wire::message('P', std::string(name) + '\0' + std::string(sql) + '\0' + std::string(2, '\0'));
-  };
-  auto bind_execute = [](std::string_view name) {
-    return wire::message('B', std::string(1, '\0') + std::string(name) + '\0' + std::string(6, '\0')) +
-           wire::message('E', std::string(1, '\0') + std::string(4, '\0'));
-  };
-  const std::string sync = wire::message('S', "");
+  using wire::parse;
+  auto bind_execute = [](std::string_view name) { return wire::bind(name) + wire::execute(); };
+  const std::string sync = wire::sync();
   client.send(parse("c1", "SELECT 1") + bind_execute("c1") + sync);
   EXPECT_EQ(message_signature(client.read_until_ready()), "1 2 D C(SELECT 1) Z(I)");
   client.send(wire::message('C', std::string("Sc1") + '\0') + sync);
@@ -269,15 +264,11 @@ TEST(Prepared, CloseThenParseAgainWithOtherSql) {
 
 TEST(Prepared, PipelineOfSeveralStatementsMatchesPostgres) {
   Pgward pgward(PgwardConfig{.pool = pool_toml(2)});
-  auto parse = [](std::string_view name, std::string_view sql) {
-    return wire::message('P', std::string(name) + '\0' + std::string(sql) + '\0' + std::string(2, '\0'));
-  };
-  auto bind = [](std::string_view name) {
-    return wire::message('B', std::string(1, '\0') + std::string(name) + '\0' + std::string(6, '\0'));
-  };
-  const std::string execute = wire::message('E', std::string(1, '\0') + std::string(4, '\0'));
-  const std::string describe_portal = wire::message('D', std::string("P") + '\0');
-  const std::string sync = wire::message('S', "");
+  using wire::bind;
+  using wire::parse;
+  const std::string execute = wire::execute();
+  const std::string describe_portal = wire::describe_portal();
+  const std::string sync = wire::sync();
   // Three statements, a re-Parse of a live name in the middle (42P05) and a second batch after the Sync.
   const std::string batch1 = parse("p1", "SELECT 1") + bind("p1") + describe_portal + execute +
                              parse("p2", "SELECT 'two'") + bind("p2") + execute + parse("p3", "SELECT 3") +
