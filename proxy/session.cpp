@@ -1622,14 +1622,15 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
 // faults
 
 void Session::note_in_flight(char type, std::string_view message, bool whole) {
+  const bool implicit = tx_status_ == pr::kTxIdle;  // a statement outside a block commits when it ends
   std::string_view sql;
-  if (type == pr::fe::kParse && whole) {
-    auto p = parse_parse(message.substr(pr::kHeaderSize));
+  if (type == pr::fe::kParse) {
+    // Only read inside a block, where the answer matters; outside one everything is in doubt anyway.
+    auto p = whole && !implicit ? parse_parse(message.substr(pr::kHeaderSize)) : std::nullopt;
     if (p) sql = p->tail.substr(0, p->tail.find('\0'));
-    if (p && p->name.empty()) unnamed_may_commit_ = !p || may_commit(sql);
+    if (!p || p->name.empty()) unnamed_may_commit_ = !p || may_commit(sql);
   }
   if (in_doubt_) return;
-  const bool implicit = tx_status_ == pr::kTxIdle;  // a statement outside a block commits when it ends
   switch (type) {
     case pr::fe::kQuery: in_doubt_ = implicit || !whole || may_commit(query_text(message)); break;
     case pr::fe::kFunctionCall: in_doubt_ = true; break;
@@ -1708,8 +1709,9 @@ asio::awaitable<void> Session::server_lost(ServerConn& s) {
       switch (outcome) {
         case Outcome::committed:
           stats::add(pool_->stats.commits_verified_committed);
-          spdlog::info("client {}: COMMIT verified after the server was lost ({})", id_,
-                       txid->empty() ? "the transaction wrote nothing" : "transaction " + *txid + " committed");
+          spdlog::info(
+              "client {}: COMMIT verified after the server was lost ({})", id_,
+              txid->empty() ? "the transaction wrote nothing" : "transaction " + *txid + " committed");
           pr::put_command_complete(out, "COMMIT");
           break;
         case Outcome::aborted:
