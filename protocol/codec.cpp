@@ -481,6 +481,11 @@ void put_command_complete(std::string& out, std::string_view tag) {
   MessageWriter(out, be::kCommandComplete).cstring(tag);
 }
 
+void put_parse_complete(std::string& out) { MessageWriter(out, be::kParseComplete); }
+void put_bind_complete(std::string& out) { MessageWriter(out, be::kBindComplete); }
+void put_close_complete(std::string& out) { MessageWriter(out, be::kCloseComplete); }
+void put_no_data(std::string& out) { MessageWriter(out, be::kNoData); }
+
 void put_startup_packet(std::string& out, const std::vector<std::pair<std::string, std::string>>& params,
                         std::uint16_t major, std::uint16_t minor) {
   MessageWriter w(out, 0);

@@ -223,6 +223,10 @@ void put_ready_for_query(std::string& out, char tx_status);
 void put_negotiate_protocol_version(std::string& out, std::int32_t newest_minor,
                                     const std::vector<std::string_view>& unrecognized_options);
 void put_command_complete(std::string& out, std::string_view tag);
+void put_parse_complete(std::string& out);
+void put_bind_complete(std::string& out);
+void put_close_complete(std::string& out);
+void put_no_data(std::string& out);
 
 void put_startup_packet(std::string& out, const std::vector<std::pair<std::string, std::string>>& params,
                         std::uint16_t major = kProtocolMajor, std::uint16_t minor = kProtocolMinor);

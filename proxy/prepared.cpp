@@ -120,8 +120,6 @@ void put_close(std::string& out, char kind, std::string_view name) {
   pr::MessageWriter(out, pr::fe::kClose).i8(static_cast<std::uint8_t>(kind)).cstring(name);
 }
 
-void put_parse_complete(std::string& out) { pr::MessageWriter(out, pr::be::kParseComplete); }
-
 std::string rewrite_error(std::string_view body, std::string_view sqlstate, std::string_view message) {
   std::string out;
   auto fields = pr::parse_fields(body);

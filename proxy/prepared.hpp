@@ -83,7 +83,6 @@ void put_parse(std::string& out, std::string_view name, std::string_view tail);
 void put_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view rest);
 void put_describe(std::string& out, char kind, std::string_view name);
 void put_close(std::string& out, char kind, std::string_view name);
-void put_parse_complete(std::string& out);
 
 // The server's ErrorResponse with its SQLSTATE and message replaced and every other field (severity, file,
 // line, routine, position...) kept, so that an error pgward provokes on the client's behalf reads exactly as

@@ -1073,6 +1073,13 @@ std::string_view query_text(std::string_view message) {
   return pr::parse_query(message.substr(pr::kHeaderSize)).value_or(std::string_view());
 }
 
+// The SQL of a whole Parse message; empty for anything else.
+std::string_view parse_text(std::string_view message) {
+  if (message.size() <= pr::kHeaderSize || message[0] != pr::fe::kParse) return {};
+  auto p = parse_parse(message.substr(pr::kHeaderSize));
+  return p ? p->tail.substr(0, p->tail.find('\0')) : std::string_view();
+}
+
 // A short SQL command as lowercase words joined by single spaces ("commit work"), comments and a trailing
 // ';' aside; empty when the text holds anything but letters, white space and one final ';'.
 std::string short_command(std::string_view sql) {
@@ -1350,6 +1357,7 @@ asio::awaitable<void> Session::client_loop() {
         }
         span = pos;
       }
+      const bool fresh = pending_ == 0 && !ext_open_;  // this message starts a new batch
       track_frontend(type);
       note_in_flight(type, message, whole);
       if (too_big) {
@@ -1368,10 +1376,12 @@ asio::awaitable<void> Session::client_loop() {
         span = pos;
         continue;
       }
-      if (verify && type == pr::fe::kQuery && whole && tx_status_ == pr::kTxInBlock && pending_ == 1 &&
-          !ext_open_ && is_commit(query_text(message))) {
+      if (verify && fresh && whole && tx_status_ == pr::kTxInBlock &&
+          ((type == pr::fe::kQuery && is_commit(query_text(message))) ||
+           (type == pr::fe::kParse && rewrite_ && is_commit(parse_text(message))))) {
         // Learn the transaction id in the same round trip as the COMMIT, in case the server dies before
-        // answering it (see server_lost()).
+        // answering it (see server_lost()). Through the extended protocol only with rewriting on: the queue
+        // of expected answers is what lets pgward complete the batch's replies if the COMMIT is verified.
         wire_.append(cbuf_, span, pos - span);
         span = pos;
         pr::put_query(wire_, "SELECT pg_catalog.txid_current_if_assigned()");
@@ -1663,8 +1673,38 @@ void Session::append_error(std::string& out, std::string_view sqlstate, std::str
   spdlog::info("client {} error {}: {}", id_, sqlstate, message);
 }
 
+std::optional<std::string> Session::committed_reply() const {
+  std::string out;
+  int commits = 0;
+  for (const Expect& e : expects_) {
+    switch (e.on) {
+      case Expect::On::swallow: continue;  // pgward's own requests
+      case Expect::On::txid:
+      case Expect::On::error: return std::nullopt;
+      case Expect::On::parse_complete: pr::put_parse_complete(out); continue;
+      case Expect::On::forward: break;
+    }
+    switch (e.request) {
+      case pr::fe::kParse: pr::put_parse_complete(out); break;
+      case pr::fe::kBind: pr::put_bind_complete(out); break;
+      case pr::fe::kClose: pr::put_close_complete(out); break;
+      case pr::fe::kDescribe: pr::put_no_data(out); break;  // a COMMIT returns no rows
+      case pr::fe::kQuery:
+      case pr::fe::kExecute:
+        pr::put_command_complete(out, "COMMIT");
+        ++commits;
+        break;
+      case pr::fe::kSync: break;  // its ReadyForQuery is added by the caller
+      default: return std::nullopt;
+    }
+  }
+  if (commits != 1) return std::nullopt;
+  return out;
+}
+
 asio::awaitable<void> Session::server_lost(ServerConn& s) {
   stats::add(pool_->stats.servers_lost);
+  const std::optional<std::string> committed = committed_reply();
   // Requests that will never be answered: undo what pgward assumed of them (statements registered early).
   for (const Expect& e : expects_) undo(e, s, true);
   expects_.clear();
@@ -1703,7 +1743,7 @@ asio::awaitable<void> Session::server_lost(ServerConn& s) {
     char end = pr::kTxIdle;
     if (doubt) {
       Outcome outcome = Outcome::unknown;
-      if (txid && database_->pool.commit_resolution == config::CommitResolution::verify) {
+      if (txid && committed && database_->pool.commit_resolution == config::CommitResolution::verify) {
         outcome = txid->empty() ? Outcome::committed : co_await resolve_commit(*txid);
       }
       switch (outcome) {
@@ -1712,7 +1752,7 @@ asio::awaitable<void> Session::server_lost(ServerConn& s) {
           spdlog::info(
               "client {}: COMMIT verified after the server was lost ({})", id_,
               txid->empty() ? "the transaction wrote nothing" : "transaction " + *txid + " committed");
-          pr::put_command_complete(out, "COMMIT");
+          out += *committed;
           break;
         case Outcome::aborted:
           stats::add(pool_->stats.commits_verified_aborted);

@@ -80,6 +80,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // commit_resolution = "verify": what became of transaction `txid`, asked on another server connection.
   enum class Outcome { committed, aborted, unknown };
   asio::awaitable<Outcome> resolve_commit(const std::string& txid);
+  // The answers a verified COMMIT still owes the client, made from the queue of expected answers
+  // (ParseComplete, BindComplete, CommandComplete COMMIT...; the ReadyForQuery aside); nullopt unless the
+  // queue holds exactly one COMMIT and nothing pgward cannot answer for.
+  std::optional<std::string> committed_reply() const;
   // The first client message after its server died while it sat idle in a transaction block: answered by
   // pgward as PostgreSQL would answer in a failed transaction.
   asio::awaitable<void> answer_lost_transaction(char type, std::string_view message);

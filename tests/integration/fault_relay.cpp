@@ -102,7 +102,7 @@ class Scanner {
   std::optional<std::size_t> body_left_;  // set once the header is complete
 };
 
-// Whether the text of a simple Query (its body, NUL-terminated) has a COMMIT among its statements ("COMMIT",
+// Whether the text of a simple Query or a Parse (NUL-terminated) has a COMMIT among its statements ("COMMIT",
 // "commit work;", "SELECT txid_current_if_assigned(); COMMIT"), not merely the word.
 bool is_commit(std::string_view body) {
   std::string text(body.substr(0, body.find('\0')));
@@ -121,6 +121,12 @@ bool is_commit(std::string_view body) {
     from = end + 1;
   }
   return false;
+}
+
+// The statement text of a Parse body (name, NUL, text, NUL, ...); empty when the head is cut before it.
+std::string_view parse_statement(std::string_view body) {
+  const std::size_t nul = body.find('\0');
+  return nul == std::string_view::npos ? std::string_view() : body.substr(nul + 1);
 }
 
 void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -214,8 +220,16 @@ struct FaultRelay::State {
 
     auto on_client_bytes = [&](std::string_view chunk) {
       std::size_t forward = chunk.size();
-      std::size_t start = 0;  // where the current message starts in this chunk
+      std::size_t start = 0;      // where the current message starts in this chunk
+      bool through_sync = false;  // a Parse of COMMIT cut after_reply: its batch goes through up to its Sync
       for (const auto& piece : from_client.feed(chunk)) {
+        if (through_sync) {
+          if (piece.type == 'S') {
+            forward = piece.end;
+            break;
+          }
+          continue;
+        }
         if (piece.type == 0) {
           const std::uint32_t code = piece.head.size() >= 4 ? read_u32(piece.head, 0) : 0;
           if (code == kSslRequest || code == kGssEncRequest) {
@@ -223,9 +237,15 @@ struct FaultRelay::State {
           } else if (code != kCancelRequest) {
             ++outstanding;  // the startup packet: login ends in ReadyForQuery
           }
-        } else if (piece.type == 'Q' && is_commit(piece.head) && (cut = take_armed())) {
-          forward = *cut == Cut::after_reply ? piece.end : start;
+        } else if (((piece.type == 'Q' && is_commit(piece.head)) ||
+                    (piece.type == 'P' && is_commit(parse_statement(piece.head)))) &&
+                   (cut = take_armed())) {
           replies_to_pass = outstanding;
+          if (piece.type == 'P' && *cut == Cut::after_reply) {
+            through_sync = true;
+            continue;
+          }
+          forward = *cut == Cut::after_reply ? piece.end : start;
           break;
         } else if (piece.type == 'Q' || piece.type == 'S') {
           ++outstanding;

@@ -256,7 +256,8 @@ class FaultRelay {
   // Resets both sides of every open pair (SO_LINGER 0: an RST), as if the server had died, and waits until
   // they are closed. Connections accepted afterwards are relayed normally.
   void kill_all();
-  // Arms a cut for the next client-to-server chunk holding a simple Query whose text is a COMMIT statement:
+  // Arms a cut for the next client-to-server chunk holding a simple Query (or a Parse, whose batch then goes
+  // through up to its Sync) whose text is a COMMIT statement:
   // whatever the client sent before it and the replies to that still pass, then the pair is closed on both
   // sides, before the COMMIT is forwarded or after PostgreSQL's reply to it has been read and dropped. It
   // fires once, then disarms.

@@ -399,7 +399,10 @@ struct CutCommit {
   std::string rows;
 };
 
-CutCommit cut_commit(FaultRelay::Cut mode, const std::string& pool_keys, bool write) {
+// How the COMMIT is sent: a simple Query, or Parse/Bind/Execute/Sync as pgjdbc sends it.
+enum class Via { query, extended };
+
+CutCommit cut_commit(FaultRelay::Cut mode, const std::string& pool_keys, bool write, Via via = Via::query) {
   CutCommit out;
   Conn direct = connect_direct();
   FaultRelay relay;
@@ -413,7 +416,11 @@ CutCommit cut_commit(FaultRelay::Cut mode, const std::string& pool_keys, bool wr
     EXPECT_EQ(send_query(c.client, "SELECT count(*) FROM " + table).signature, "T D C(SELECT 1) Z(T)");
   }
   relay.cut_on_commit(mode);
-  out.reply = send_query(c.client, "COMMIT");
+  if (via == Via::query) {
+    out.reply = send_query(c.client, "COMMIT");
+  } else if (c.client.send(wire::parse("", "COMMIT") + wire::bind("") + wire::execute() + wire::sync())) {
+    out.reply = read_reply(c.client);
+  }
   EXPECT_TRUE(relay.fired()) << "the relay did not see the COMMIT";
   EXPECT_EQ(send_query(c.client, "SELECT 1").signature, "T D C(SELECT 1) Z(I)")
       << "the session did not survive";
@@ -432,6 +439,12 @@ TEST(Faults, CommitCutReportsUnknownOutcome) {
     SCOPED_TRACE("COMMIT done, its reply lost");
     const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, "", true);
     // The transaction did commit: anything but "unknown" would be a lie.
+    expect_one_error(cut.reply, {"08007"}, 'I');
+    EXPECT_EQ(cut.rows, "1");
+  }
+  {
+    SCOPED_TRACE("extended-protocol COMMIT done, its replies lost");
+    const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, "", true, Via::extended);
     expect_one_error(cut.reply, {"08007"}, 'I');
     EXPECT_EQ(cut.rows, "1");
   }
@@ -455,6 +468,19 @@ TEST(Faults, CommitCutVerifiedReportsTrueOutcome) {
     SCOPED_TRACE("read-only transaction, COMMIT's reply lost");
     const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, verify, false);
     EXPECT_EQ(cut.reply.signature, "C(COMMIT) Z(I)");
+  }
+  {
+    SCOPED_TRACE("extended-protocol COMMIT done, its replies lost");
+    const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, verify, true, Via::extended);
+    // Every reply the batch owes: ParseComplete, BindComplete, CommandComplete, ReadyForQuery.
+    EXPECT_EQ(cut.reply.signature, "1 2 C(COMMIT) Z(I)");
+    EXPECT_EQ(cut.rows, "1");
+  }
+  {
+    SCOPED_TRACE("extended-protocol COMMIT never sent");
+    const CutCommit cut = cut_commit(FaultRelay::Cut::before_send, verify, true, Via::extended);
+    expect_one_error(cut.reply, {"40003"}, 'I');
+    EXPECT_EQ(cut.rows, "0");
   }
 }
 

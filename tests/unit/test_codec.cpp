@@ -197,6 +197,15 @@ TEST(CodecBuild, Query) {
   EXPECT_EQ(out, b({'Q', 0, 0, 0, 13}) + z("SELECT 1"));
 }
 
+TEST(CodecBuild, EmptyCompletions) {
+  std::string out;
+  put_parse_complete(out);
+  put_bind_complete(out);
+  put_close_complete(out);
+  put_no_data(out);
+  EXPECT_EQ(out, b({'1', 0, 0, 0, 4, '2', 0, 0, 0, 4, '3', 0, 0, 0, 4, 'n', 0, 0, 0, 4}));
+}
+
 TEST(CodecBuild, SyncFlushTerminate) {
   std::string out;
   put_sync(out);
@@ -533,7 +542,7 @@ TEST(CodecParse, FirstColumnOfDataRow) {
   EXPECT_EQ(parse_first_column(b({0, 1, 0, 0, 0, 0})), "");
   EXPECT_FALSE(parse_first_column(b({0, 1, 0xff, 0xff, 0xff, 0xff})).has_value());  // NULL
   EXPECT_FALSE(parse_first_column(b({0, 0})).has_value());                          // no columns
-  EXPECT_FALSE(parse_first_column(b({0, 1, 0, 0, 0, 5}) + "abc").has_value());     // cut short
+  EXPECT_FALSE(parse_first_column(b({0, 1, 0, 0, 0, 5}) + "abc").has_value());      // cut short
   EXPECT_FALSE(parse_first_column(b({0, 1, 0x80, 0, 0, 0})).has_value());           // negative length
   EXPECT_FALSE(parse_first_column("").has_value());
 }
