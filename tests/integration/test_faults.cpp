@@ -732,6 +732,25 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
+TEST(Faults, MessageOverMaxBufferPerClientIsRefusedAndSessionGoesOn) {
+  PgwardConfig config = faults_config(1);
+  config.proxy += "max_buffer_per_client = \"64kB\"\n";
+  Pgward pgward(config);
+  LoggedIn c(pgward.port());
+  const std::string big = "SELECT '" + std::string(100 * 1024, 'x') + "'";
+  // Outside a block: one error, the session goes on.
+  expect_one_error(send_query(c.client, big), {"54000"}, 'I');
+  EXPECT_EQ(send_query(c.client, "SELECT 1").signature, "T D C(SELECT 1) Z(I)");
+  // Inside a block the error aborts the transaction, as any error would on PostgreSQL.
+  EXPECT_EQ(send_query(c.client, "BEGIN").signature, "C(BEGIN) Z(T)");
+  expect_one_error(send_query(c.client, big), {"54000"}, 'E');
+  expect_one_error(send_query(c.client, "SELECT 1"), {"25P02"}, 'E');
+  EXPECT_EQ(send_query(c.client, "ROLLBACK").signature, "C(ROLLBACK) Z(I)");
+  // A message within the bound is read whole and goes through.
+  const std::string fits = "SELECT length('" + std::string(60 * 1024, 'y') + "')";
+  EXPECT_EQ(send_query(c.client, fits).signature, "T D C(SELECT 1) Z(I)");
+}
+
 TEST(Faults, SlowReaderDoesNotGrowMemory) {
   Conn direct = connect_direct();
   ASSERT_TRUE(direct.ok());
