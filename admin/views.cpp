@@ -182,8 +182,10 @@ std::string servers_json(proxy::Proxy& p) {
     const auto id = c->identity();
     Obj o;
     o.num("id", server).str("state", "active").str("database", id.database).str("user", id.server_user);
-    if (auto it = pools.find({id.database, id.server_user}); it != pools.end())
-      o.str("host", it->second->target.host).num("port", it->second->target.port);
+    if (auto it = pools.find({id.database, id.server_user}); it != pools.end()) {
+      const proxy::ServerTarget target = it->second->target();
+      o.str("host", target.host).num("port", target.port);
+    }
     o.num("client_id", c->id);
     items.push_back(o.done());
   }

@@ -213,7 +213,8 @@ void Proxy::start_upkeep() {
                   next_worker(),
                   [e]() -> asio::awaitable<void> {
                     auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
-                    if (auto err = co_await server->login(e->target)) {
+                    const ServerTarget target = e->target();
+                    if (auto err = co_await server->login(target)) {
                       spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(),
                                    err->message);
                       e->pool.connect_failed(err->sqlstate, err->message);
@@ -252,7 +253,7 @@ ReloadResult Proxy::reload() {
       if (const auto* db = fresh->find_database(key.first)) {
         entry->removed = false;
         entry->pool.update_settings(db->pool);
-        entry->target = make_target(*fresh, *db, key.second);
+        entry->set_target(make_target(*fresh, *db, key.second));
       } else if (!entry->removed.exchange(true)) {
         // Gone from the file: clients already in keep their server pool until they leave, but nothing stays
         // warm and idle servers close at the next upkeep.

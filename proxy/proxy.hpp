@@ -32,12 +32,26 @@ struct CancelSlot {
 
 struct PoolEntry {
   pool::Pool pool;
-  ServerTarget target;
   stats::PoolStats stats;
   // The database left the configuration on a reload: no new clients; the pool empties as its clients leave.
   std::atomic<bool> removed{false};
   PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t)
-      : pool(std::move(db), std::move(user), s), target(std::move(t)) {}
+      : pool(std::move(db), std::move(user), s), target_(std::move(t)) {}
+
+  // Where new servers connect. A reload may change it while sessions on other workers read it, hence the
+  // copy under a lock (taken once per server connect, never per query).
+  ServerTarget target() const {
+    std::lock_guard lock(target_mu_);
+    return target_;
+  }
+  void set_target(ServerTarget t) {
+    std::lock_guard lock(target_mu_);
+    target_ = std::move(t);
+  }
+
+ private:
+  mutable std::mutex target_mu_;
+  ServerTarget target_;
 };
 
 // Something that runs beside the proxy on its main io_context (the admin HTTP server): started by run() once

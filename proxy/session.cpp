@@ -523,9 +523,10 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time
     case pool::Pool::Outcome::connect: break;
   }
 
+  const ServerTarget target = pool_->target();
   for (std::uint32_t attempt = 0;; ++attempt) {
     auto server = std::make_shared<ServerConn>(exec);
-    auto err = co_await server->login(pool_->target);
+    auto err = co_await server->login(target);
     if (!err) {
       pool_->pool.connected(server);
       pool_->pool.set_server_params(server->params);

@@ -15,7 +15,11 @@ namespace {
 // Server backends left over from an earlier test's pgward may take a moment to exit.
 void wait_for_no_backends(PGconn* direct, const std::string& user) {
   ASSERT_TRUE(wait_until([&] { return count_backends(direct, user) == 0; }, 10s))
-      << count_backends(direct, user) << " backends of " << user << " are still connected";
+      << count_backends(direct, user) << " backends of " << user << " are still connected: "
+      << query_value(direct,
+                     "SELECT string_agg(format('%s %s %s since %s: %s', pid, state, client_port, "
+                     "backend_start, query), '; ') FROM pg_stat_activity WHERE usename = '" +
+                         user + "' AND pid <> pg_backend_pid()");
 }
 
 PgwardConfig transaction_pool(int size, const std::string& extra_pool_keys = "") {
