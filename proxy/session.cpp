@@ -870,10 +870,19 @@ std::optional<NamedSql> parse_prepare_execute(std::string_view sql) {
   return out;
 }
 
+// `word` is lower-case letters. Runs on every simple query, so it looks for the first letter with memchr
+// (both cases) and folds ASCII case inline: std::tolower per character cost more than the rest of the relay.
 bool mentions_ci(std::string_view text, std::string_view word) {
-  return std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) == b;
-         }) != text.end();
+  if (word.empty() || text.size() < word.size()) return word.empty();
+  const char* const end = text.data() + text.size() - word.size() + 1;  // last possible start, plus one
+  for (const char first : {word[0], static_cast<char>(word[0] & ~0x20)}) {
+    for (const char* p = text.data(); (p = static_cast<const char*>(std::memchr(p, first, end - p))); ++p) {
+      std::size_t j = 1;
+      while (j < word.size() && (p[j] | 0x20) == word[j]) ++j;
+      if (j == word.size()) return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
