@@ -131,8 +131,9 @@ void Session::consume_client(std::size_t n) {
 
 asio::awaitable<bool> Session::fill_client() {
   if (cend_ == 0 && !server_) {
-    // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory.
-    cbuf_ = std::string();
+    // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory. (A
+    // swap: assigning an empty string keeps the old allocation in libstdc++.)
+    std::string().swap(cbuf_);
     auto [wec] = co_await client_.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
     if (wec) co_return false;
   }
