@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -149,7 +150,7 @@ asio::awaitable<bool> Session::fill_client() {
   client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
   auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
-                                                  as_tuple(use_awaitable));
+                                                  as_tuple(asio::deferred));
   if (ec) co_return false;
   cend_ += n;
   track_.received(n);
@@ -173,7 +174,7 @@ asio::awaitable<std::optional<pr::Message>> Session::read_client_message(std::ui
 
 asio::awaitable<bool> Session::send_client(std::string_view bytes) {
   auto [ec, n] =
-      co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(use_awaitable));
+      co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(asio::deferred));
   track_.sent(n);
   co_return !ec;
 }
