@@ -638,7 +638,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         x.unnamed_parse = true;
         x.prev_unnamed = unnamed_;
         x.prev_unnamed_on_server = unnamed_on_server_;
-        unnamed_ = make_statement(p->tail);
+        unnamed_ = make_unnamed_statement(p->tail);
         unnamed_on_server_ = true;
         put_parse(wire, "", p->tail);
         return true;
