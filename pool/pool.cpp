@@ -35,7 +35,7 @@ void Pool::close_locked(const ServerPtr& s) {
 }
 
 asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock::time_point deadline) {
-  auto waiter = std::make_shared<Waiter>(exec);
+  WaiterPtr waiter;  // made only when the caller has to wait: a timer per checkout is not free
   {
     std::lock_guard lock(mu_);
     const auto now = Clock::now();
@@ -54,6 +54,7 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
       ++connecting_;
       co_return Checkout{Outcome::connect, nullptr};
     }
+    waiter = std::make_shared<Waiter>(exec);
     waiters_.push_back(waiter);
     waiter->timer.expires_at(deadline);
   }

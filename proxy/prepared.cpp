@@ -31,6 +31,12 @@ StatementPtr make_statement(std::string_view tail) {
   return def;
 }
 
+StatementPtr make_unnamed_statement(std::string_view tail) {
+  auto def = std::make_shared<StatementDef>();
+  def->tail = tail;
+  return def;
+}
+
 StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql) {
   auto def = std::make_shared<StatementDef>();
   def->server_name = server_name_for("pgw_q", owner_key);  // never equal to a Parse-made name (pgw_ + hex)

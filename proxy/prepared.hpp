@@ -29,6 +29,9 @@ struct StatementDef {
 using StatementPtr = std::shared_ptr<const StatementDef>;
 
 StatementPtr make_statement(std::string_view tail);
+// A client's unnamed statement: it goes to the server unnamed, so it has no server name (no SHA-256 to
+// compute on every unnamed Parse, which is every query of an extended-protocol client).
+StatementPtr make_unnamed_statement(std::string_view tail);
 // A statement made by SQL PREPARE. Its server name comes from `owner_key` (unique per client and name), so it
 // never collides with another client's, even for the same text.
 StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql);

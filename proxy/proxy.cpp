@@ -1,5 +1,6 @@
 #include "proxy/proxy.hpp"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -24,6 +25,9 @@ using asio::as_tuple;
 using asio::use_awaitable;
 
 namespace {
+
+// How many clients must have left since the peak before the upkeep gives free heap memory back to the system.
+constexpr std::size_t kTrimAfterClientsLeft = 1000;
 
 // The password pgward logs in to the server with: the database's own, else the user's if it is a plain
 // password (a stored md5 or SCRAM verifier cannot be replayed towards a server).
@@ -196,10 +200,20 @@ void Proxy::start_upkeep() {
       main_,
       [this]() -> asio::awaitable<void> {
         asio::steady_timer timer(main_);
+        std::size_t crowd = 0;  // the most clients logged in since memory was last given back
         for (;;) {
           timer.expires_after(std::chrono::seconds(1));
           auto [ec] = co_await timer.async_wait(as_tuple(use_awaitable));
           if (ec) co_return;
+          // glibc keeps the heap that a crowd of clients grew and returns little of it once they leave (the
+          // free chunks sit below live ones): hand the free pages back when many have gone. malloc_trim walks
+          // the whole heap, so only then, not every second.
+          const std::size_t logged_in = logged_in_clients();
+          crowd = std::max(crowd, logged_in);
+          if (crowd - logged_in >= kTrimAfterClientsLeft) {
+            ::malloc_trim(0);
+            crowd = logged_in;
+          }
           std::vector<PoolEntry*> entries;
           {
             std::lock_guard lock(pools_mu_);

@@ -131,7 +131,8 @@ class Proxy {
   mutable std::mutex config_mu_;
   std::shared_ptr<const config::Config> config_;
 
-  boost::asio::io_context main_;
+  // Run by one thread only (workers get their own): lets Asio keep completions in a thread-private queue.
+  boost::asio::io_context main_{1};
   std::vector<std::unique_ptr<boost::asio::io_context>> workers_;  // empty when workers = 1 (main serves)
   std::size_t next_worker_ = 0;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;

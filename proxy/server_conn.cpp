@@ -6,6 +6,7 @@
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -70,7 +71,7 @@ asio::awaitable<bool> ServerConn::fill() {
   }
   if (rend == rbuf.size()) co_return false;  // no room: a caller asked for more than the buffer holds
   auto [ec, n] = co_await socket_.async_read_some(asio::buffer(rbuf.data() + rend, rbuf.size() - rend),
-                                                  as_tuple(use_awaitable));
+                                                  as_tuple(asio::deferred));
   if (ec) co_return false;
   rend += n;
   co_return true;
@@ -90,7 +91,7 @@ asio::awaitable<std::optional<pr::Message>> ServerConn::read_message() {
 
 asio::awaitable<bool> ServerConn::write(std::string_view bytes) {
   auto [ec, n] =
-      co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), as_tuple(use_awaitable));
+      co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), as_tuple(asio::deferred));
   co_return !ec;
 }
 

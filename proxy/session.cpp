@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -132,8 +133,9 @@ void Session::consume_client(std::size_t n) {
 
 asio::awaitable<bool> Session::fill_client() {
   if (cend_ == 0 && !server_) {
-    // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory.
-    cbuf_ = std::string();
+    // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory. (A
+    // swap: assigning an empty string keeps the old allocation in libstdc++.)
+    std::string().swap(cbuf_);
     auto [wec] = co_await client_.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
     if (wec) co_return false;
   }
@@ -149,7 +151,7 @@ asio::awaitable<bool> Session::fill_client() {
   client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
   auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
-                                                  as_tuple(use_awaitable));
+                                                  as_tuple(asio::deferred));
   if (ec) co_return false;
   cend_ += n;
   track_.received(n);
@@ -173,7 +175,7 @@ asio::awaitable<std::optional<pr::Message>> Session::read_client_message(std::ui
 
 asio::awaitable<bool> Session::send_client(std::string_view bytes) {
   auto [ec, n] =
-      co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(use_awaitable));
+      co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(asio::deferred));
   track_.sent(n);
   co_return !ec;
 }
@@ -701,7 +703,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
         x.unnamed_parse = true;
         x.prev_unnamed = unnamed_;
         x.prev_unnamed_on_server = unnamed_on_server_;
-        unnamed_ = make_statement(p->tail);
+        unnamed_ = make_unnamed_statement(p->tail);
         unnamed_on_server_ = true;
         put_parse(wire, "", p->tail);
         return true;
@@ -935,10 +937,19 @@ std::optional<NamedSql> parse_prepare_execute(std::string_view sql) {
   return out;
 }
 
+// `word` is lower-case letters. Runs on every simple query, so it looks for the first letter with memchr
+// (both cases) and folds ASCII case inline: std::tolower per character cost more than the rest of the relay.
 bool mentions_ci(std::string_view text, std::string_view word) {
-  return std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) == b;
-         }) != text.end();
+  if (word.empty() || text.size() < word.size()) return word.empty();
+  const char* const end = text.data() + text.size() - word.size() + 1;  // last possible start, plus one
+  for (const char first : {word[0], static_cast<char>(word[0] & ~0x20)}) {
+    for (const char* p = text.data(); (p = static_cast<const char*>(std::memchr(p, first, end - p))); ++p) {
+      std::size_t j = 1;
+      while (j < word.size() && (p[j] | 0x20) == word[j]) ++j;
+      if (j == word.size()) return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
