@@ -502,7 +502,6 @@ std::chrono::milliseconds backoff(std::uint32_t attempt) {
 
 asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time_point deadline,
                                                                std::optional<ProxyError>& error) {
-  const auto settings = pool_->pool.settings();
   auto exec = client_.get_executor();
   const auto wait_start = track_.begin_wait(pool_);
   auto checkout = co_await pool_->pool.checkout(exec, deadline);
@@ -510,6 +509,7 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time
 
   switch (checkout.outcome) {
     case pool::Pool::Outcome::timeout: {
+      const auto settings = pool_->pool.settings();
       std::string what = "no server connection available for database \"" + database_->name + "\" within " +
                          std::to_string(settings.wait_timeout.count()) + " ms (pool size " +
                          std::to_string(settings.size) + ")";
@@ -525,6 +525,8 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time
     case pool::Pool::Outcome::connect: break;
   }
 
+  // A new server: the checkout's cost hardly matters next to a connect and login.
+  const auto settings = pool_->pool.settings();
   const ServerTarget target = pool_->target();
   for (std::uint32_t attempt = 0;; ++attempt) {
     auto server = std::make_shared<ServerConn>(exec);
@@ -1092,7 +1094,7 @@ std::string_view parse_text(std::string_view message) {
   return p ? p->tail.substr(0, p->tail.find('\0')) : std::string_view();
 }
 
-// A short SQL command as lowercase words joined by single spaces ("commit work"), comments and a trailing
+// A short SQL command as lowercase words joined by single spaces ("commit work"), a trailing
 // ';' aside; empty when the text holds anything but letters, white space and one final ';'.
 std::string short_command(std::string_view sql) {
   if (sql.size() > 64) return {};
