@@ -25,6 +25,7 @@ inline constexpr std::string_view kOutOfMemory = "53200";
 inline constexpr std::string_view kProgramLimitExceeded = "54000";
 inline constexpr std::string_view kQueryCanceled = "57014";
 inline constexpr std::string_view kAdminShutdown = "57P01";
+inline constexpr std::string_view kCrashShutdown = "57P02";
 inline constexpr std::string_view kCannotConnectNow = "57P03";
 inline constexpr std::string_view kInternalError = "XX000";
 

@@ -485,7 +485,7 @@ namespace {
 // login (bad password, unknown database) is not.
 bool retryable(std::string_view sqlstate) {
   return sqlstate.starts_with("08") || sqlstate == ss::kAdminShutdown || sqlstate == ss::kCannotConnectNow ||
-         sqlstate == "57P02" || sqlstate == ss::kTooManyConnections;
+         sqlstate == ss::kCrashShutdown || sqlstate == ss::kTooManyConnections;
 }
 
 // Exponential backoff with full jitter: 50 ms doubling per attempt up to 2 s, then a uniform draw in
@@ -1189,12 +1189,8 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
     if (front.on == Expect::On::swallow) return Disposition::drop;  // a preamble pgward injected
     if (front.on == Expect::On::txid) {
       if (type == pr::be::kDataRow) {
-        // A bigint, or NULL when the transaction wrote nothing (and so has no id).
-        if (auto v = pr::parse_first_column(body)) {
-          commit_txid_ = std::string(*v);
-        } else if (body.size() >= 6 && body.substr(2, 4) == std::string_view("\xff\xff\xff\xff", 4)) {
-          commit_txid_ = std::string();
-        }
+        // 0 (InvalidTransactionId) when the transaction wrote nothing and so has no id: kept as "".
+        if (auto v = pr::parse_first_column(body)) commit_txid_ = *v == "0" ? std::string() : std::string(*v);
       }
       return Disposition::drop;
     }
@@ -1398,7 +1394,7 @@ asio::awaitable<void> Session::client_loop() {
         // of expected answers is what lets pgward complete the batch's replies if the COMMIT is verified.
         wire_.append(cbuf_, span, pos - span);
         span = pos;
-        pr::put_query(wire_, "SELECT pg_catalog.txid_current_if_assigned()");
+        pr::put_query(wire_, "SELECT coalesce(pg_catalog.txid_current_if_assigned(), 0)");
         expect(pr::fe::kQuery, Expect::On::txid);
         ++pending_;
         commit_txid_.reset();
