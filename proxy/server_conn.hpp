@@ -55,6 +55,10 @@ class ServerConn final : public pool::Server {
   std::vector<std::string> set_unreported;
   // Prepared statements this server holds under pgward's names (bounded by max_prepared_statements).
   ServerStatements statements;
+  // Statements made by SQL PREPARE are one client's alone: the client they belong to, and their server names
+  // (some may have been evicted since). Another client's checkout closes them first.
+  std::uint64_t sql_owner = 0;
+  std::vector<std::string> sql_statements;
 
   // Receive buffer: bytes [rpos, rend) are unread.
   std::string rbuf;

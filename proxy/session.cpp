@@ -23,6 +23,7 @@ namespace pr = protocol;
 namespace ss = protocol::sqlstate;
 using asio::as_tuple;
 using asio::use_awaitable;
+using protocol::sql::mentions_ci;
 
 namespace {
 
@@ -689,13 +690,28 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
     case pr::fe::kParse: {
       auto p = parse_parse(body);
       if (!p) return false;
-      // DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends DEALLOCATE ALL so
-      // after a rollback): they act on this client's names, as in a simple query.
+      // PREPARE, EXECUTE, DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends
+      // DEALLOCATE ALL so after a rollback): they act on this client's names, as in a simple query.
       std::string rewritten;
-      if (StatementPtr target = apply_statement_command(p->tail.substr(0, p->tail.find('\0')))) {
-        rewritten = deallocate_on_server(target, wire, false);
-        rewritten.append(1, '\0').append(2, '\0');  // no parameter types
-        p->tail = rewritten;
+      const std::size_t text_end = p->tail.find('\0');
+      const std::string_view text = p->tail.substr(0, text_end);
+      if (pr::sql::may_name_statements(text)) {
+        const pr::sql::Scan scan = pr::sql::scan_statement_refs(text);
+        if (scan.refs.empty()) {
+          if (mentions_ci(text, "dealloc") || mentions_ci(text, "discard")) forget_server_statements();
+        } else {
+          Expect::Extra notes;
+          rewritten = rewrite_statement_names(text, scan, wire, false, notes);
+          if (!notes.error_code.empty()) {
+            put_describe(wire, 'S', kMissingStatement);
+            expect(pr::fe::kDescribe, Expect::On::error);
+            expects_.back().more().error_code = std::move(notes.error_code);
+            expects_.back().more().error = std::move(notes.error);
+            return true;
+          }
+          rewritten += p->tail.substr(text_end);  // the parameter types
+          p->tail = rewritten;
+        }
       }
       if (p->name.empty()) {
         // The unnamed statement keeps PostgreSQL's meaning: it goes to the server as it is, and pgward
@@ -816,236 +832,163 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
   return false;
 }
 
-// A whole query that is one `PREPARE name [(types)] AS statement` or `EXECUTE name [(arguments)]`. `rest` is
-// what follows the name, trailing white space and ';' removed. Anything else (several statements, PREPARE
-// TRANSACTION) is left alone.
-struct NamedSql {
-  bool prepare = false;
-  std::string name;
-  std::string_view rest;
-};
-
-namespace {
-
-// The whole query is one of DEALLOCATE [PREPARE] name | ALL, or DISCARD ALL (case, white space, comments
-// aside).
-struct SqlCommand {
-  enum Kind { other, deallocate, deallocate_all, discard_all } kind = other;
-  std::string name;
-};
-
-SqlCommand classify(std::string_view sql) {
-  std::vector<std::string> words;
-  std::size_t i = 0;
-  while (i < sql.size()) {
-    const char c = sql[i];
-    if (std::isspace(static_cast<unsigned char>(c)) || c == ';') {
-      ++i;
-    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
-      while (i < sql.size() && sql[i] != '\n') ++i;
-    } else if (c == '"') {  // quoted identifier: case kept, "" is a quote
-      std::string w;
-      for (++i; i < sql.size(); ++i) {
-        if (sql[i] == '"') {
-          if (i + 1 < sql.size() && sql[i + 1] == '"') {
-            w += '"';
-            ++i;
-          } else {
-            break;
-          }
-        } else {
-          w += sql[i];
-        }
-      }
-      if (i >= sql.size()) return {};
-      ++i;
-      words.push_back("\"" + w);  // marked as quoted
-    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') {
-      std::string w;
-      while (i < sql.size() &&
-             (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || sql[i] == '$'))
-        w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
-      words.push_back(std::move(w));
-    } else {
-      return {};
-    }
-    if (words.size() > 3) return {};
-  }
-  // A trailing ';' is fine, but "a; b" is two statements: refuse anything but one.
-  const auto semi = sql.find(';');
-  if (semi != std::string_view::npos && sql.find_first_not_of(" \t\r\n;", semi) != std::string_view::npos)
-    return {};
-  auto unquote = [](const std::string& w) { return w.starts_with('"') ? w.substr(1) : w; };
-  if (words.size() == 2 && words[0] == "discard" && words[1] == "all") return {SqlCommand::discard_all, {}};
-  if (words.empty() || words[0] != "deallocate") return {};
-  std::size_t at = 1;
-  if (words.size() == 3 && words[1] == "prepare") at = 2;
-  if (words.size() != at + 1) return {};
-  if (words[at] == "all") return {SqlCommand::deallocate_all, {}};
-  return {SqlCommand::deallocate, unquote(words[at])};
+void Session::forget_server_statements() {
+  // The server may have dropped statements behind pgward's back (a DEALLOCATE or DISCARD that pgward cannot
+  // see, in a function or a DO block): the next use of each parses it again, Close first. The names of SQL
+  // statements stay listed so that another client's checkout still closes them.
+  server_->statements.clear();
 }
 
-std::optional<NamedSql> parse_prepare_execute(std::string_view sql) {
-  auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$'; };
-  std::size_t i = 0;
-  while (i < sql.size() && is_space(sql[i])) ++i;
-  std::string keyword;
-  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
-    keyword += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
-  if (keyword != "prepare" && keyword != "execute") return std::nullopt;
-  if (i >= sql.size() || !is_space(sql[i])) return std::nullopt;
-  while (i < sql.size() && is_space(sql[i])) ++i;
-  NamedSql out;
-  out.prepare = keyword == "prepare";
-  if (i < sql.size() && sql[i] == '"') {
-    for (++i;; ++i) {
-      if (i >= sql.size()) return std::nullopt;
-      if (sql[i] == '"') {
-        if (i + 1 < sql.size() && sql[i + 1] == '"') {
-          out.name += '"';
-          ++i;
-          continue;
-        }
-        ++i;
-        break;
-      }
-      out.name += sql[i];
-    }
-  } else {
-    if (i >= sql.size() || !(std::isalpha(static_cast<unsigned char>(sql[i])) || sql[i] == '_'))
-      return std::nullopt;
-    while (i < sql.size() && ident(sql[i]))
-      out.name += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
+void Session::evict_for_one(std::string& wire) {
+  const std::size_t max = database_->pool.max_prepared_statements;
+  bool closed = false;
+  while (auto victim = server_->statements.evict_over(max - 1)) {
+    stats::add(pool_->stats.prepared_evictions);
+    put_close(wire, 'S', *victim);
+    expect(pr::fe::kClose, Expect::On::swallow);
+    expects_.back().more().server_removed = std::move(*victim);
+    closed = true;
   }
-  std::string_view rest = sql.substr(i);
-  while (!rest.empty() && (is_space(rest.back()) || rest.back() == ';')) rest.remove_suffix(1);
-  if (rest.find(';') != std::string_view::npos)
-    return std::nullopt;  // more than one statement (or a ';' in a literal)
-  if (out.prepare) {
-    // "(types) AS ..." or "AS ..."; PREPARE TRANSACTION 'id' has no AS and stays untouched.
-    std::string lower;
-    for (char c : rest.substr(0, 4096))
-      lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const auto as = lower.find(" as ");
-    const auto first = rest.find_first_not_of(" \t\r\n");
-    if (as == std::string::npos || first == std::string_view::npos) return std::nullopt;
-    if (rest[first] != '(' && lower.compare(first, 3, "as ") != 0) return std::nullopt;
-  } else {
-    const auto first = rest.find_first_not_of(" \t\r\n");
-    if (first != std::string_view::npos && rest[first] != '(') return std::nullopt;
-  }
-  out.rest = rest;
-  return out;
-}
-
-// `word` is lower-case letters. Runs on every simple query, so it looks for the first letter with memchr
-// (both cases) and folds ASCII case inline: std::tolower per character cost more than the rest of the relay.
-bool mentions_ci(std::string_view text, std::string_view word) {
-  if (word.empty() || text.size() < word.size()) return word.empty();
-  const char* const end = text.data() + text.size() - word.size() + 1;  // last possible start, plus one
-  for (const char first : {word[0], static_cast<char>(word[0] & ~0x20)}) {
-    for (const char* p = text.data(); (p = static_cast<const char*>(std::memchr(p, first, end - p))); ++p) {
-      std::size_t j = 1;
-      while (j < word.size() && (p[j] | 0x20) == word[j]) ++j;
-      if (j == word.size()) return true;
-    }
-  }
-  return false;
-}
-
-}  // namespace
-
-StatementPtr Session::apply_statement_command(std::string_view sql) {
-  if (!mentions_ci(sql, "dealloc") && !mentions_ci(sql, "discard")) return nullptr;
-  const SqlCommand cmd = classify(sql);
-  switch (cmd.kind) {
-    case SqlCommand::deallocate_all:
-    case SqlCommand::discard_all:
-      statements_.clear();
-      server_->statements.clear();
-      if (cmd.kind == SqlCommand::discard_all) {
-        for (const auto& name : server_->set_unreported) server_->params.erase(name);
-        server_->set_unreported.clear();
-      }
-      return nullptr;
-    case SqlCommand::deallocate: {
-      auto it = statements_.find(cmd.name);
-      if (it == statements_.end())
-        return nullptr;  // PostgreSQL answers 26000 itself: the server has no such name
-      StatementPtr stmt = std::move(it->second);
-      statements_.erase(it);
-      return stmt;
-    }
-    case SqlCommand::other:
-      // Something else that may drop statements (DISCARD, DEALLOCATE in a longer query): forget what this
-      // server holds, so that the next use parses again (Close first, so a statement that survived does no
-      // harm).
-      server_->statements.clear();
-      return nullptr;
-  }
-  return nullptr;
-}
-
-std::string Session::deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query) {
-  // DEALLOCATE the server statement standing for this client's name, so that the command tag and any error
-  // are PostgreSQL's own; other clients that share it get it parsed again on their next use.
-  if (!stmt->sql.empty() && simple_query && !server_->statements.contains(stmt->server_name)) {
-    pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
-    expect(pr::fe::kQuery, Expect::On::swallow);
+  if (closed) {
+    pr::put_sync(wire);
+    expect(pr::fe::kSync, Expect::On::swallow);
     ++pending_;
   }
-  ensure_on_server(stmt, wire);
-  server_->statements.erase(stmt->server_name);
-  return "DEALLOCATE " + stmt->server_name;
 }
 
-void Session::rewrite_prepare_execute(const NamedSql& cmd, std::string& wire) {
-  auto it = statements_.find(cmd.name);
-  if (cmd.prepare) {
-    if (it != statements_.end()) {
-      // PostgreSQL's 42P05, raised by the server itself so that a transaction block aborts as it would.
-      pr::put_query(wire, "EXECUTE " + std::string(kMissingStatement));
-      expect(pr::fe::kQuery, Expect::On::error);
-      expects_.back().more().error_code = "42P05";
-      expects_.back().more().error = "prepared statement \"" + cmd.name + "\" already exists";
-      return;
-    }
-    StatementPtr stmt = make_sql_statement(std::to_string(id_) + '\0' + cmd.name, cmd.rest);
-    statements_[cmd.name] = stmt;
-    server_->statements.add(stmt->server_name);
-    pr::put_query(wire, "PREPARE " + stmt->server_name + " " + std::string(cmd.rest));
-    expect(pr::fe::kQuery);
-    Expect::Extra& x = expects_.back().more();  // a failed PREPARE leaves no name behind
-    x.client_name = cmd.name;
-    x.stmt = std::move(stmt);
-    x.server_added = x.stmt->server_name;
-    return;
+bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool simple_query) {
+  if (server_->statements.contains(stmt->server_name)) {
+    server_->statements.touch(stmt->server_name);
+    stats::add(pool_->stats.prepared_hits);
+    return true;
   }
-  if (it == statements_.end()) {
-    // PostgreSQL answers 26000 with the client's own name: no server statement is ever called that.
-    pr::put_query(wire, "EXECUTE \"" + cmd.name + "\" " + std::string(cmd.rest));
-    expect(pr::fe::kQuery);
-    return;
-  }
-  const StatementPtr& stmt = it->second;
-  if (!server_->statements.contains(stmt->server_name)) {
-    // A complete preamble whose replies the client never sees: a PREPARE query, or Close+Parse+Sync.
-    if (!stmt->sql.empty()) {
-      pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
-      expect(pr::fe::kQuery, Expect::On::swallow);
-      server_->statements.add(stmt->server_name);
-    } else {
-      ensure_on_server(stmt, wire);
+  if (stmt->sql.empty()) {
+    // Made by a Parse: Close + Parse, completed by a Sync of its own when a simple query follows.
+    ensure_on_server(stmt, wire);
+    if (simple_query) {
       pr::put_sync(wire);
       expect(pr::fe::kSync, Expect::On::swallow);
+      ++pending_;
     }
-    ++pending_;
-  } else {
-    server_->statements.touch(stmt->server_name);
+    return true;
   }
-  pr::put_query(wire, "EXECUTE " + stmt->server_name + " " + std::string(cmd.rest));
-  expect(pr::fe::kQuery);
+  // Made by SQL PREPARE: only a simple query can re-create it (inside an extended-protocol batch a PREPARE
+  // query would end the batch's implicit transaction). Close first, in case the server still has it.
+  if (!simple_query) return false;
+  stats::add(pool_->stats.prepared_misses);
+  evict_for_one(wire);
+  put_close(wire, 'S', stmt->server_name);
+  expect(pr::fe::kClose, Expect::On::swallow);
+  pr::put_sync(wire);
+  expect(pr::fe::kSync, Expect::On::swallow);
+  pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
+  expect(pr::fe::kQuery, Expect::On::swallow);
+  expects_.back().more().server_added = stmt->server_name;
+  pending_ += 2;
+  server_->statements.add(stmt->server_name);
+  server_->sql_owner = id_;
+  server_->sql_statements.push_back(stmt->server_name);
+  return true;
+}
+
+void Session::drop_foreign_sql_statements(std::string& wire) {
+  ServerConn& s = *server_;
+  if (s.sql_owner == id_ || s.sql_statements.empty()) {
+    s.sql_owner = id_;
+    return;
+  }
+  // Close, not DEALLOCATE: closing a statement that is gone already is no error.
+  for (const std::string& name : s.sql_statements) {
+    put_close(wire, 'S', name);
+    expect(pr::fe::kClose, Expect::On::swallow);
+    s.statements.erase(name);
+  }
+  pr::put_sync(wire);
+  expect(pr::fe::kSync, Expect::On::swallow);
+  ++pending_;
+  s.sql_statements.clear();
+  s.sql_owner = id_;
+}
+
+std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql::Scan& scan,
+                                             std::string& wire, bool simple_query, Expect::Extra& notes) {
+  using Kind = pr::sql::StatementRef::Kind;
+  std::string text;
+  std::size_t copied = 0;      // bytes of `sql` already in `text`
+  std::size_t text_chars = 0;  // characters in `text`
+  for (const pr::sql::StatementRef& ref : scan.refs) {
+    std::string server_name;
+    switch (ref.kind) {
+      case Kind::deallocate_all:
+      case Kind::discard_all:
+        // DEALLOCATE ALL / DISCARD ALL reach the server as they are: they drop every statement there, which
+        // pgward then forgets (other clients' shared statements are parsed again on their next use).
+        statements_.clear();
+        server_->statements.clear();
+        server_->sql_statements.clear();
+        if (ref.kind == Kind::discard_all) {
+          for (const auto& name : server_->set_unreported) server_->params.erase(name);
+          server_->set_unreported.clear();
+        }
+        continue;
+      case Kind::prepare: {
+        if (auto it = statements_.find(ref.name); it != statements_.end()) {
+          // PostgreSQL's 42P05, raised by the server itself at this very statement.
+          if (!make_present(it->second, wire, simple_query)) {
+            notes.error_code = "42P05";  // the caller has the server fail in its place
+            notes.error = "prepared statement \"" + ref.name + "\" already exists";
+            return {};
+          }
+          server_name = it->second->server_name;
+          break;
+        }
+        // A server name of its own for every PREPARE: one that failed may still exist on some server.
+        StatementPtr stmt =
+            make_sql_statement(std::to_string(id_) + '\0' + std::to_string(++sql_prepares_), ref.body);
+        statements_[ref.name] = stmt;
+        // Room is made after the query has run: a victim may be a statement this same query creates.
+        server_->statements.add(stmt->server_name);
+        // (Inside an extended-protocol batch the PREPARE runs at Execute, so nothing is evicted for it there;
+        // the next client's checkout closes it anyway.)
+        while (simple_query && server_->statements.size() > database_->pool.max_prepared_statements) {
+          notes.evicted.push_back(*server_->statements.evict_over(database_->pool.max_prepared_statements));
+        }
+        server_->sql_owner = id_;
+        server_->sql_statements.push_back(stmt->server_name);
+        server_name = stmt->server_name;
+        notes.prepared.emplace_back(ref.name, std::move(stmt));
+        break;
+      }
+      case Kind::execute:
+      case Kind::deallocate: {
+        auto it = statements_.find(ref.name);
+        if (it == statements_.end() || !make_present(it->second, wire, simple_query)) {
+          // Not this client's: whatever the name looks like, PostgreSQL answers 26000 for it.
+          server_name = kMissingStatement;
+          break;
+        }
+        server_name = it->second->server_name;
+        if (ref.kind == Kind::deallocate) {
+          // The server copy goes, so that the command tag and any error are PostgreSQL's own; other clients
+          // that share it get it parsed again on their next use.
+          server_->statements.erase(server_name);
+          statements_.erase(it);
+        }
+        break;
+      }
+    }
+    const std::string_view before = sql.substr(copied, ref.name_pos - copied);
+    text += before;
+    text_chars += pr::sql::count_chars(before);
+    const std::string_view written = sql.substr(ref.name_pos, ref.name_len);
+    notes.swaps.push_back(
+        {server_name, ref.name, text_chars, server_name.size(), pr::sql::count_chars(written)});
+    text += server_name;
+    text_chars += server_name.size();
+    copied = ref.name_pos + ref.name_len;
+  }
+  text += sql.substr(copied);
+  return text;
 }
 
 bool Session::note_simple_query(std::string_view message, std::string& wire, std::size_t& span,
@@ -1054,26 +997,39 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, std
   unnamed_.reset();
   unnamed_on_server_ = false;
   auto sql = pr::parse_query(message.substr(pr::kHeaderSize));
-  if (sql && !sql->empty()) {
-    const char first = static_cast<char>(std::tolower(static_cast<unsigned char>(sql->front())));
-    if (first == 'p' || first == 'e' || std::isspace(static_cast<unsigned char>(sql->front()))) {
-      if (auto named = parse_prepare_execute(*sql)) {
-        wire.append(cbuf_, span, pos - span);
-        rewrite_prepare_execute(*named, wire);
-        pos += message.size();
-        span = pos;
-        return true;
-      }
-    }
+  if (!sql || !pr::sql::may_name_statements(*sql)) {
+    expect(pr::fe::kQuery);
+    return false;
   }
-  StatementPtr target = sql ? apply_statement_command(*sql) : nullptr;
-  if (!target) {
+  const pr::sql::Scan scan = pr::sql::scan_statement_refs(*sql);
+  if (scan.refs.empty()) {
+    if (mentions_ci(*sql, "dealloc") || mentions_ci(*sql, "discard")) forget_server_statements();
     expect(pr::fe::kQuery);
     return false;
   }
   wire.append(cbuf_, span, pos - span);
-  pr::put_query(wire, deallocate_on_server(target, wire, true));
+  Expect::Extra notes;
+  const std::string text = rewrite_statement_names(*sql, scan, wire, true, notes);
+  pr::put_query(wire, text);
   expect(pr::fe::kQuery);
+  if (!notes.swaps.empty() || !notes.prepared.empty()) {
+    Expect::Extra& x = expects_.back().more();
+    x.swaps = std::move(notes.swaps);
+    x.prepared = std::move(notes.prepared);
+  }
+  bool closed = false;
+  for (const std::string& name : notes.evicted) {
+    if (server_->statements.contains(name)) continue;  // used again later in the same query
+    stats::add(pool_->stats.prepared_evictions);
+    put_close(wire, 'S', name);
+    expect(pr::fe::kClose, Expect::On::swallow);
+    closed = true;
+  }
+  if (closed) {
+    pr::put_sync(wire);
+    expect(pr::fe::kSync, Expect::On::swallow);
+    ++pending_;
+  }
   pos += message.size();
   span = pos;
   return true;
@@ -1185,8 +1141,14 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
     return Disposition::forward;
   }
   Expect& front = expects_.front();
-  if (ends_with_sync(front.request)) {  // output of a simple query, function call or Sync
-    if (front.on == Expect::On::swallow) return Disposition::drop;  // a preamble pgward injected
+  if (ends_with_sync(front.request)) {      // output of a simple query, function call or Sync
+    if (front.on == Expect::On::swallow) {  // a preamble pgward injected
+      if (type == pr::be::kErrorResponse && front.extra) {
+        undo(front, server, true);
+        front.extra.reset();
+      }
+      return Disposition::drop;
+    }
     if (front.on == Expect::On::txid) {
       if (type == pr::be::kDataRow) {
         // 0 (InvalidTransactionId) when the transaction wrote nothing and so has no id: kept as "".
@@ -1195,9 +1157,14 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
       return Disposition::drop;
     }
     if (type != pr::be::kErrorResponse || !front.extra) return Disposition::forward;
-    const bool replace = front.on == Expect::On::error;
+    bool replace = front.on == Expect::On::error;
     undo(front, server, true);
-    if (replace) replacement_ = rewrite_error(body, front.extra->error_code, front.extra->error);
+    if (replace) {
+      replacement_ = rewrite_error(body, front.extra->error_code, front.extra->error);
+    } else if (!front.extra->swaps.empty()) {
+      replacement_ = translate_error(body, front.extra->swaps);
+      replace = !replacement_.empty();
+    }
     front.extra.reset();  // one error per query is enough to undo
     if (!replace) return Disposition::forward;
     replacement = replacement_;
@@ -1238,6 +1205,13 @@ void Session::undo(const Expect& e, ServerConn& server, bool failed) {
   if (!x.client_name.empty()) {
     auto it = statements_.find(x.client_name);
     if (it != statements_.end() && it->second == x.stmt) statements_.erase(it);
+  }
+  // A failed query with PREPAREs: which of its statements ran before the error is not known, so none of its
+  // names is kept (a later PREPARE of the same name then works; the server copy, if any, is closed first).
+  for (const auto& [name, stmt] : x.prepared) {
+    auto it = statements_.find(name);
+    if (failed && it != statements_.end() && it->second == stmt) statements_.erase(it);
+    if (failed) server.statements.erase(stmt->server_name);
   }
   if (!x.server_added.empty()) server.statements.erase(x.server_added);
   if (!x.server_removed.empty() && !failed) server.statements.add(x.server_removed);  // skipped: still there
@@ -1366,6 +1340,7 @@ asio::awaitable<void> Session::client_loop() {
           continue;
         }
         span = pos;
+        if (rewrite_) drop_foreign_sql_statements(wire_);
       }
       const bool fresh = pending_ == 0 && !ext_open_;  // this message starts a new batch
       track_frontend(type);

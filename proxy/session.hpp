@@ -15,14 +15,13 @@
 
 #include "config/config.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/sql_text.hpp"
 #include "proxy/client_tracker.hpp"
 #include "proxy/prepared.hpp"
 #include "proxy/proxy.hpp"
 #include "proxy/server_conn.hpp"
 
 namespace pgward::proxy {
-
-struct NamedSql;  // a single SQL PREPARE or EXECUTE (session.cpp)
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -112,7 +111,12 @@ class Session : public std::enable_shared_from_this<Session> {
       StatementPtr stmt;
       std::string server_added;    // a statement recorded as present on the server
       std::string server_removed;  // a statement evicted by this Close
-      bool unnamed_parse = false;  // the client's own unnamed Parse
+      // A Query whose text pgward rewrote: the names it replaced (to put the client's back into an error) and
+      // the statements its PREPAREs registered (forgotten again if it fails).
+      std::vector<NameSwap> swaps;
+      std::vector<std::pair<std::string, StatementPtr>> prepared;
+      std::vector<std::string> evicted;  // server statements to close once the query has run
+      bool unnamed_parse = false;        // the client's own unnamed Parse
       bool injected_unnamed = false;
       StatementPtr prev_unnamed;
       bool prev_unnamed_on_server = false;
@@ -129,14 +133,25 @@ class Session : public std::enable_shared_from_this<Session> {
   // server to `wire` and queueing the responses to expect. False when the message is malformed.
   bool rewrite_message(char type, std::string_view message, std::string& wire);
   void ensure_on_server(const StatementPtr& stmt, std::string& wire);
-  // A simple Query: ends the unnamed statement, and DEALLOCATE / DISCARD ALL act on this client's names only.
-  // True when it rewrote the query (appending [span, pos) and the new message to `wire` and advancing both).
-  // DEALLOCATE [ALL] / DISCARD ALL in a query text act on this client's names: returns the statement whose
-  // server copy the query must DEALLOCATE instead, when it names one of this client's statements.
-  StatementPtr apply_statement_command(std::string_view sql);
-  std::string deallocate_on_server(const StatementPtr& stmt, std::string& wire, bool simple_query);
-  void rewrite_prepare_execute(const NamedSql& cmd, std::string& wire);
+  // A simple Query: ends the unnamed statement, and every prepared-statement name in its text is put in
+  // this client's namespace. True when it rewrote the query (appending [span, pos) and the new message to
+  // `wire` and advancing both).
   bool note_simple_query(std::string_view message, std::string& wire, std::size_t& span, std::size_t& pos);
+  // The SQL text with each statement name it holds (PREPARE, EXECUTE, DEALLOCATE...) replaced by the server's
+  // name of this client's statement, or by a name no statement has when the client has none of that name.
+  // What must reach the server first (a statement re-created on this server) is appended to `wire`.
+  // `simple_query`: the text is a Query's, so a statement made by SQL PREPARE can be re-created before it.
+  std::string rewrite_statement_names(std::string_view sql, const protocol::sql::Scan& scan,
+                                      std::string& wire, bool simple_query, Expect::Extra& notes);
+  // Makes sure the linked server holds `stmt` under its server name; false when that cannot be done here (a
+  // statement made by SQL PREPARE, inside an extended-protocol batch).
+  bool make_present(const StatementPtr& stmt, std::string& wire, bool simple_query);
+  // Room for one more statement on the linked server (LRU eviction with Close), before a simple query.
+  void evict_for_one(std::string& wire);
+  // Statements this server holds that another client made with SQL PREPARE: closed before this client's
+  // first message, so that no client ever reaches another's.
+  void drop_foreign_sql_statements(std::string& wire);
+  void forget_server_statements();
   void expect(char request, Expect::On on = Expect::On::forward);
   void undo(const Expect& e, ServerConn& server, bool failed);
   enum class Disposition { forward, drop, replace };
@@ -199,6 +214,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   bool rewrite_ = false;  // prepared-statement namespacing on (transaction/statement mode, cache size > 0)
   std::unordered_map<std::string, StatementPtr> statements_;  // this client's named statements
+  std::uint64_t sql_prepares_ = 0;  // SQL PREPAREs so far: each gets a server name of its own
   StatementPtr unnamed_;            // this client's unnamed statement, until its next unnamed Parse or Query
   bool unnamed_on_server_ = false;  // the linked server holds it (sent during this link)
   std::deque<Expect> expects_;

@@ -1,0 +1,59 @@
+// SQL text, read only as far as a pooler must: where a query names a prepared statement.
+//
+// PostgreSQL's SQL commands that name a prepared statement are PREPARE, EXECUTE, DEALLOCATE, EXPLAIN ...
+// EXECUTE and CREATE TABLE ... AS EXECUTE ("SQL Commands" in the PostgreSQL docs). A pooler that gives each
+// client its own statement namespace must find every such name to put the server's name in its place. The
+// scanner here tokenises the text as PostgreSQL's lexer does for what matters (white space, -- and nested
+// /* */ comments, '...' and E'...' strings, $tag$...$tag$ strings, "quoted" identifiers, several statements
+// separated by ';') and reports each name with its byte range, so that the caller can rewrite the text in
+// place. No I/O, no allocation beyond the result.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgward::protocol::sql {
+
+struct StatementRef {
+  enum class Kind {
+    prepare,         // PREPARE name [(types)] AS statement
+    execute,         // EXECUTE name, also after EXPLAIN [options] and in CREATE TABLE ... AS EXECUTE
+    deallocate,      // DEALLOCATE [PREPARE] name
+    deallocate_all,  // DEALLOCATE [PREPARE] ALL (no name)
+    discard_all,     // DISCARD ALL (no name)
+  };
+  Kind kind = Kind::execute;
+  std::string name;          // as PostgreSQL folds it: lower-case unless quoted
+  std::size_t name_pos = 0;  // the name's bytes in the text, quotes included
+  std::size_t name_len = 0;
+  // prepare: the text after the name up to the end of the statement ("(int) AS SELECT $1"), trailing white
+  // space aside.
+  std::string_view body;
+  // The statement's bytes, from its first token to its end (';' excluded).
+  std::size_t stmt_pos = 0;
+  std::size_t stmt_len = 0;
+};
+
+struct Scan {
+  std::vector<StatementRef> refs;
+  std::size_t statements = 0;  // how many statements the text holds (empty ones aside)
+  bool complete = true;        // false when the text ends inside a string, comment or quoted identifier
+};
+
+// Every prepared-statement name the text refers to, in order.
+Scan scan_statement_refs(std::string_view sql);
+
+// Whether the text may name a prepared statement at all: a cheap test (no tokenising) for the hot path. False
+// guarantees scan_statement_refs() finds nothing.
+bool may_name_statements(std::string_view sql);
+
+// `word` (lower-case letters) occurs in `text`, ASCII case aside.
+bool mentions_ci(std::string_view text, std::string_view word);
+
+// PostgreSQL counts positions in characters: the number of characters of UTF-8 text (bytes that do not
+// continue a sequence).
+std::size_t count_chars(std::string_view text);
+
+}  // namespace pgward::protocol::sql

@@ -1,0 +1,87 @@
+#include <gtest/gtest.h>
+
+#include "protocol/sql_text.hpp"
+
+namespace pgward::protocol::sql {
+namespace {
+
+using Kind = StatementRef::Kind;
+
+std::vector<std::pair<Kind, std::string>> refs(std::string_view sql) {
+  std::vector<std::pair<Kind, std::string>> out;
+  for (const auto& r : scan_statement_refs(sql).refs) out.emplace_back(r.kind, r.name);
+  return out;
+}
+
+TEST(SqlText, PrepareExecuteDeallocate) {
+  using V = std::vector<std::pair<Kind, std::string>>;
+  EXPECT_EQ(refs("PREPARE q AS SELECT 1"), (V{{Kind::prepare, "q"}}));
+  EXPECT_EQ(refs("prepare Q(int) as select $1;"), (V{{Kind::prepare, "q"}}));
+  EXPECT_EQ(refs("EXECUTE q"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("execute \"Mixed Case\" (1, 'a')"), (V{{Kind::execute, "Mixed Case"}}));
+  EXPECT_EQ(refs("DEALLOCATE q"), (V{{Kind::deallocate, "q"}}));
+  EXPECT_EQ(refs("DEALLOCATE PREPARE q"), (V{{Kind::deallocate, "q"}}));
+  EXPECT_EQ(refs("deallocate prepare"), (V{{Kind::deallocate, "prepare"}}));
+  EXPECT_EQ(refs("DEALLOCATE ALL"), (V{{Kind::deallocate_all, ""}}));
+  EXPECT_EQ(refs("DEALLOCATE \"all\""), (V{{Kind::deallocate, "all"}}));
+  EXPECT_EQ(refs("DISCARD ALL"), (V{{Kind::discard_all, ""}}));
+  EXPECT_TRUE(refs("DISCARD PLANS").empty());
+  EXPECT_TRUE(refs("PREPARE TRANSACTION 'gid'").empty());
+}
+
+TEST(SqlText, ExecuteInsideExplainAndCreateTableAs) {
+  using V = std::vector<std::pair<Kind, std::string>>;
+  EXPECT_EQ(refs("EXPLAIN EXECUTE q(1)"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("EXPLAIN ANALYZE VERBOSE EXECUTE q"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("EXPLAIN (costs off, analyze) EXECUTE q"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("CREATE TABLE t AS EXECUTE q(1)"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("create temp table t (a, b) as execute q WITH NO DATA"), (V{{Kind::execute, "q"}}));
+  EXPECT_EQ(refs("EXPLAIN ANALYZE CREATE TABLE t AS EXECUTE q"), (V{{Kind::execute, "q"}}));
+  // EXECUTE that names no prepared statement.
+  EXPECT_TRUE(refs("GRANT EXECUTE ON FUNCTION f() TO bob").empty());
+  EXPECT_TRUE(refs("CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()").empty());
+  EXPECT_TRUE(refs("SELECT execute FROM t").empty());
+  EXPECT_TRUE(refs("CREATE FUNCTION f() RETURNS int AS $$ EXECUTE q $$ LANGUAGE sql").empty());
+  EXPECT_TRUE(refs("CREATE VIEW v AS SELECT 1").empty());
+}
+
+TEST(SqlText, QuotesCommentsAndSeveralStatements) {
+  using V = std::vector<std::pair<Kind, std::string>>;
+  EXPECT_EQ(
+      refs("SELECT 'EXECUTE a; x'; EXECUTE b; /* EXECUTE c; /* nested */ */ EXECUTE d -- ; EXECUTE e\n"),
+      (V{{Kind::execute, "b"}, {Kind::execute, "d"}}));
+  EXPECT_EQ(refs("SELECT E'it\\'s; EXECUTE x'; SELECT $tag$ ; EXECUTE y $tag$; EXECUTE z"),
+            (V{{Kind::execute, "z"}}));
+  EXPECT_EQ(refs("SELECT $1; EXECUTE w"), (V{{Kind::execute, "w"}}));
+  EXPECT_EQ(refs("PREPARE a AS SELECT 1; EXECUTE a; DEALLOCATE a"),
+            (V{{Kind::prepare, "a"}, {Kind::execute, "a"}, {Kind::deallocate, "a"}}));
+  EXPECT_EQ(refs("SELECT \"a;b\"; EXECUTE \"x\"\"y\""), (V{{Kind::execute, "x\"y"}}));
+  EXPECT_FALSE(scan_statement_refs("SELECT 'open").complete);
+  EXPECT_FALSE(scan_statement_refs("SELECT $$ open").complete);
+  EXPECT_FALSE(scan_statement_refs("/* open").complete);
+  EXPECT_TRUE(scan_statement_refs("SELECT 1;;").complete);
+  EXPECT_EQ(scan_statement_refs("SELECT 1;; SELECT 2;").statements, 2u);
+}
+
+TEST(SqlText, PositionsAndBody) {
+  const std::string sql = "  PREPARE \"My\" (int) AS SELECT $1 ;  ";
+  auto scan = scan_statement_refs(sql);
+  ASSERT_EQ(scan.refs.size(), 1u);
+  const auto& r = scan.refs[0];
+  EXPECT_EQ(sql.substr(r.name_pos, r.name_len), "\"My\"");
+  EXPECT_EQ(r.name, "My");
+  EXPECT_EQ(r.body, "(int) AS SELECT $1");
+  EXPECT_EQ(sql.substr(r.stmt_pos, r.stmt_len), "PREPARE \"My\" (int) AS SELECT $1");
+}
+
+TEST(SqlText, CheapFilter) {
+  EXPECT_FALSE(may_name_statements("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+  EXPECT_TRUE(may_name_statements("explain ExEcUtE q"));
+  EXPECT_TRUE(may_name_statements("DEALLOCATE q"));
+  EXPECT_TRUE(mentions_ci("xxCOMMIT", "commit"));
+  EXPECT_FALSE(mentions_ci("comm", "commit"));
+  EXPECT_EQ(count_chars("h\xc3\xa9llo"), 5u);
+}
+
+}  // namespace
+}  // namespace pgward::protocol::sql
