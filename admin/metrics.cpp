@@ -72,6 +72,21 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
       counter(r, "pgward_cancel_requests_total", "CancelRequests received, by what became of them");
   set_counter(cancels, {{"result", "forwarded"}}, st::get(g.cancel_forwarded));
   set_counter(cancels, {{"result", "ignored"}}, st::get(g.cancel_ignored));
+  set_counter(cancels, {{"result", "coalesced"}}, st::get(g.cancel_coalesced));
+  set_counter(cancels, {{"result", "unsure"}}, st::get(g.cancel_unsure));
+  gauge(r, "pgward_client_buffer_bytes",
+        "Bytes held for unfinished client messages beyond each client's usual buffer (max_buffer_total)")
+      .Add({})
+      .Set(static_cast<double>(st::get(g.client_buffer_bytes)));
+  gauge(r, "pgward_client_buffer_max_bytes", "[proxy] max_buffer_total")
+      .Add({})
+      .Set(static_cast<double>(cfg->max_buffer_total));
+  set_counter(counter(r, "pgward_client_buffer_refusals_total",
+                      "Client messages refused with 53200 because max_buffer_total was reached"),
+              {}, st::get(g.client_buffer_refusals));
+  set_counter(counter(r, "pgward_client_message_timeouts_total",
+                      "Clients closed with 08P01 for not finishing a message within client_message_timeout"),
+              {}, st::get(g.client_message_timeouts));
   set_counter(counter(r, "pgward_commit_outcome_unknown_total",
                       "Clients told 08007: the connection broke while a COMMIT was in flight"),
               {}, st::get(g.commit_unknown));

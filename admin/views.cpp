@@ -243,6 +243,8 @@ std::string config_json(proxy::Proxy& p) {
                         .str("shutdown_timeout", duration_text(cfg->shutdown_timeout))
                         .num("max_message_size", cfg->max_message_size)
                         .num("max_buffer_per_client", cfg->max_buffer_per_client)
+                        .num("max_buffer_total", static_cast<double>(cfg->max_buffer_total))
+                        .str("client_message_timeout", duration_text(cfg->client_message_timeout))
                         .str("log_level", cfg->log_level)
                         .done())
       .raw("admin", admin.done())

@@ -499,6 +499,15 @@ class ConfigReader {
           source_.fail(field, std::to_string(size) + " bytes is out of range (8kB..1GB)");
         }
         config_.max_buffer_per_client = static_cast<std::uint32_t>(size);
+      } else if (field.key == "max_buffer_total") {
+        const std::uint64_t size = source_.size(field);
+        if (size < kMinMessageSize || size > (std::uint64_t{64} << 30)) {
+          source_.fail(field, std::to_string(size) + " bytes is out of range (8kB..64GB)");
+        }
+        config_.max_buffer_total = size;
+      } else if (field.key == "client_message_timeout") {
+        config_.client_message_timeout = source_.duration(field);
+        if (config_.client_message_timeout.count() <= 0) source_.fail(field, "must be greater than 0");
       } else if (field.key == "log_level") {
         config_.log_level = source_.choice(field, kLogLevels);
       } else {

@@ -81,6 +81,12 @@ struct Config {
   // Bytes pgward holds for one client in each direction at once; a larger client message that pgward must
   // see whole (a rewritten Parse/Bind/Query) is refused with 54000.
   std::uint32_t max_buffer_per_client = 16u << 20;
+  // Bytes pgward holds at once, across all clients, for unfinished messages beyond each client's usual 16 kB
+  // buffer; a message that would take more is refused with 53200.
+  std::uint64_t max_buffer_total = 256ull << 20;
+  // A client that has begun a message (or is being sent one, half-forwarded to its server) and does not
+  // finish it within this long is closed with 08P01: it would otherwise hold memory, or a server, for ever.
+  Duration client_message_timeout{60'000};
   std::string log_level = "info";  // trace | debug | info | warn | error
 
   // [admin]

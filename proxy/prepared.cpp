@@ -85,8 +85,10 @@ std::optional<ParseView> parse_parse(std::string_view body) {
   v.tail = rd.rest();
   // Validate the tail now so that a malformed Parse is refused before it is stored or hashed.
   std::string_view query;
+  // The count is an Int16 that PostgreSQL reads unsigned: up to 65,535 parameter types.
   std::int16_t n = 0;
-  if (!rd.cstring(query) || !rd.i16(n) || n < 0 || rd.remaining() != static_cast<std::size_t>(n) * 4) {
+  if (!rd.cstring(query) || !rd.i16(n) ||
+      rd.remaining() != static_cast<std::size_t>(static_cast<std::uint16_t>(n)) * 4) {
     return std::nullopt;
   }
   return v;

@@ -115,49 +115,38 @@ void Proxy::unregister_client(const protocol::CancelRequest& key) {
   cancel_slots_.erase({key.process_id, key.secret_key});
 }
 
-void Proxy::cancel(const protocol::CancelRequest& key, asio::any_io_executor exec) {
+void Proxy::cancel(const protocol::CancelRequest& key) {
   std::shared_ptr<CancelSlot> slot;
   {
     std::lock_guard lock(cancel_mu_);
     auto it = cancel_slots_.find({key.process_id, key.secret_key});
     if (it != cancel_slots_.end()) slot = it->second;
   }
-  std::optional<ServerTarget> target;
-  protocol::CancelRequest server_key{};
-  if (slot) {
-    std::lock_guard lock(slot->mu);
-    target = slot->target;
-    server_key = slot->server_key;
-  }
-  if (!target) {
+  if (!slot) {
     stats::add(stats_.cancel_ignored);
-    spdlog::info("cancel request with an unknown key or for an idle client: ignored");
+    spdlog::info("cancel request with an unknown key: ignored");
     return;
   }
-  stats::add(stats_.cancel_forwarded);
-  // "Canceling Requests in Progress": a new connection carrying only the server's key.
-  asio::co_spawn(
-      exec,
-      [t = *target, server_key, exec]() -> asio::awaitable<void> {
-        tcp::resolver resolver(exec);
-        auto [rec, eps] =
-            co_await resolver.async_resolve(t.host, std::to_string(t.port), as_tuple(use_awaitable));
-        if (rec) co_return;
-        tcp::socket sock(exec);
-        auto [cec, ep] = co_await asio::async_connect(sock, eps, as_tuple(use_awaitable));
-        if (cec) {
-          spdlog::warn("cancel: could not connect to {}:{}: {}", t.host, t.port, cec.message());
-          co_return;
-        }
-        std::string out;
-        protocol::put_cancel_request(out, server_key.process_id, server_key.secret_key);
-        co_await asio::async_write(sock, asio::buffer(out), as_tuple(use_awaitable));
-        // PostgreSQL closes the connection when done; wait for that so the cancel is delivered before we go.
-        char c;
-        co_await sock.async_read_some(asio::buffer(&c, 1), as_tuple(use_awaitable));
-        spdlog::info("cancel request forwarded to {}:{}", t.host, t.port);
-      },
-      asio::detached);
+  asio::post(slot->executor, [session = slot->session] {
+    if (auto s = session.lock()) s->forward_cancel();
+  });
+}
+
+bool Proxy::reserve_buffer(std::size_t n) {
+  const auto limit = static_cast<std::int64_t>(config()->max_buffer_total);
+  const auto want = static_cast<std::int64_t>(n);
+  std::int64_t now = stats_.client_buffer_bytes.load(std::memory_order_relaxed);
+  do {
+    if (now + want > limit) {
+      stats::add(stats_.client_buffer_refusals);
+      return false;
+    }
+  } while (!stats_.client_buffer_bytes.compare_exchange_weak(now, now + want, std::memory_order_relaxed));
+  return true;
+}
+
+void Proxy::release_buffer(std::size_t n) {
+  stats_.client_buffer_bytes.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
 }
 
 bool Proxy::client_arrived() {

@@ -22,12 +22,14 @@
 
 namespace pgward::proxy {
 
-// Where a cancel for one client goes right now: the server linked to it, if any. A session updates its slot
-// when it links or unlinks; a CancelRequest reads it. Never the server's own key towards the client.
+class Session;
+
+// Whose key a CancelRequest carries: the session it goes to, on that session's own executor. Only the session
+// knows which server it has linked right now and can hold that server until the cancel has been delivered
+// (see Session::forward_cancel), so that a cancel never reaches a server serving another client.
 struct CancelSlot {
-  std::mutex mu;
-  std::optional<ServerTarget> target;
-  protocol::CancelRequest server_key{};
+  std::weak_ptr<Session> session;
+  boost::asio::any_io_executor executor;
 };
 
 struct PoolEntry {
@@ -85,8 +87,12 @@ class Proxy {
   // A fresh random key for a new client, registered until unregister_client().
   protocol::CancelRequest register_client(std::shared_ptr<CancelSlot> slot);
   void unregister_client(const protocol::CancelRequest& key);
-  // Handles a client's CancelRequest: forwards it to the server linked to that client at this moment, if any.
-  void cancel(const protocol::CancelRequest& key, boost::asio::any_io_executor exec);
+  // Handles a client's CancelRequest: hands it to the session that owns the key, which forwards it to its
+  // server if it has one linked.
+  void cancel(const protocol::CancelRequest& key);
+  // max_buffer_total: takes n bytes of the budget for unfinished client messages; false when it is spent.
+  bool reserve_buffer(std::size_t n);
+  void release_buffer(std::size_t n);
 
   // max_client_conn accounting: false when the limit is reached (the caller must not call client_left()).
   bool client_arrived();

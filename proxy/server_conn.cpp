@@ -95,6 +95,36 @@ asio::awaitable<bool> ServerConn::write(std::string_view bytes) {
   co_return !ec;
 }
 
+asio::awaitable<CancelDelivery> send_cancel_request(asio::any_io_executor exec, ServerTarget target,
+                                                    protocol::CancelRequest key) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(exec, target.connect_timeout);
+  tcp::resolver resolver(exec);
+  tcp::socket sock(exec);
+  auto connected = co_await ([&]() -> asio::awaitable<bool> {
+    auto [rec, eps] =
+        co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple(use_awaitable));
+    if (rec) co_return false;
+    auto [cec, ep] = co_await asio::async_connect(sock, eps, as_tuple(use_awaitable));
+    co_return !cec;
+  }() || deadline.async_wait(as_tuple(use_awaitable)));
+  if (connected.index() == 1 || !std::get<0>(connected)) {
+    spdlog::warn("cancel: could not connect to {}:{}", target.host, target.port);
+    co_return CancelDelivery::not_sent;
+  }
+  std::string out;
+  pr::put_cancel_request(out, key.process_id, key.secret_key);
+  auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(out), as_tuple(use_awaitable));
+  if (wec) co_return wn == 0 ? CancelDelivery::not_sent : CancelDelivery::unsure;
+  // PostgreSQL closes the connection once it has signalled the backend.
+  char c;
+  auto closed = co_await (sock.async_read_some(asio::buffer(&c, 1), as_tuple(use_awaitable)) ||
+                          deadline.async_wait(as_tuple(use_awaitable)));
+  if (closed.index() == 1) co_return CancelDelivery::unsure;
+  spdlog::info("cancel request forwarded to {}:{}", target.host, target.port);
+  co_return CancelDelivery::delivered;
+}
+
 ProxyError error_from_fields(std::string_view body, std::string_view fallback) {
   ProxyError e{std::string(ss::kConnectionFailure), std::string(fallback), {}};
   if (auto fields = pr::parse_fields(body)) {
@@ -143,7 +173,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
                                   deadline.async_wait(as_tuple(use_awaitable)));
   if (connect_result.index() == 1) co_return fail("timeout expired");
   if (auto [cec, ep] = std::get<0>(connect_result); cec) co_return fail(cec.message());
-  socket_.set_option(tcp::no_delay(true));
+  boost::system::error_code nec;
+  socket_.set_option(tcp::no_delay(true), nec);  // a failure only costs latency
 
   std::string out;
   pr::put_startup_packet(out, {{"user", target.user}, {"database", target.dbname}});

@@ -102,6 +102,17 @@ class ServerConn final : public pool::Server {
   bool closed_ = false;
 };
 
+// What became of a CancelRequest sent to PostgreSQL ("Canceling Requests in Progress").
+enum class CancelDelivery {
+  delivered,  // PostgreSQL read it and closed the connection: the signal has gone to the backend
+  not_sent,   // no connection, or it broke before the request was written: nothing reached the backend
+  unsure,     // written, but PostgreSQL did not close the connection in time: it may still arrive
+};
+// Sends `key` on a new connection to `target` and waits (bounded by its connect_timeout) until PostgreSQL
+// closes it, which it does after signalling the backend.
+asio::awaitable<CancelDelivery> send_cancel_request(asio::any_io_executor exec, ServerTarget target,
+                                                    protocol::CancelRequest key);
+
 // "could not connect to server ..." and friends, for errors that did not come from an ErrorResponse.
 ProxyError error_from_fields(std::string_view error_body, std::string_view fallback);
 

@@ -110,6 +110,7 @@ Session::Session(Proxy& proxy, tcp::socket socket, std::uint64_t id)
 }
 
 Session::~Session() {
+  if (buffer_reserved_ > 0) proxy_.release_buffer(buffer_reserved_);
   if (registered_) proxy_.unregister_client(key_);
   if (counted_) proxy_.client_left();
 }
@@ -132,7 +133,47 @@ void Session::consume_client(std::size_t n) {
   if (cpos_ == cend_) cpos_ = cend_ = 0;
 }
 
+void Session::shrink_client_buffer() {
+  std::string small(kClientBufferSize, '\0');
+  std::memcpy(small.data(), cbuf_.data() + cpos_, cend_ - cpos_);
+  cend_ -= cpos_;
+  cpos_ = 0;
+  cbuf_.swap(small);
+  proxy_.release_buffer(std::exchange(buffer_reserved_, 0));
+}
+
+void Session::watch_stall(bool mid_message) {
+  if (!mid_message) {
+    if (stall_armed_) {
+      stall_armed_ = false;
+      stall_timer_->cancel();
+    }
+    return;
+  }
+  if (stall_armed_) return;
+  if (!stall_timer_) stall_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  stall_armed_ = true;
+  stall_timer_->expires_after(config_->client_message_timeout);
+  stall_timer_->async_wait(
+      [weak = weak_from_this(), gen = ++stall_generation_](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (auto self = weak.lock()) self->stall_expired(gen);
+      });
+}
+
+void Session::stall_expired(std::uint64_t generation) {
+  if (!stall_armed_ || generation != stall_generation_) return;
+  stalled_ = true;
+  stats::add(proxy_.stats().client_message_timeouts);
+  boost::system::error_code ec;
+  client_.cancel(ec);  // client_loop wakes, and the session ends with 08P01
+}
+
 asio::awaitable<bool> Session::fill_client() {
+  // A message is unfinished when unread bytes are left (client_loop handles every whole one) or one is being
+  // passed through or dropped.
+  if (relaying_) watch_stall(cend_ != cpos_ || client_pass_ > 0 || client_drop_ > 0);
+  if (buffer_reserved_ > 0 && client_want_ == 0 && cend_ - cpos_ <= kClientBufferSize) shrink_client_buffer();
   if (cend_ == 0 && !server_) {
     // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory. (A
     // swap: assigning an empty string keeps the old allocation in libstdc++.)
@@ -146,9 +187,13 @@ asio::awaitable<bool> Session::fill_client() {
     cpos_ = 0;
   }
   // A message that must be seen whole (rewritten prepared-statement messages) may need more than the usual
-  // buffer; its length was checked against max_message_size before we got here.
-  const std::size_t capacity = std::max(kClientBufferSize, client_want_);
-  if (cbuf_.size() != capacity) cbuf_.resize(capacity);
+  // buffer: it grows as the bytes arrive, never ahead of them (its length was checked against
+  // max_buffer_per_client and taken from max_buffer_total before we got here).
+  if (cbuf_.size() < kClientBufferSize) {
+    cbuf_.resize(kClientBufferSize);
+  } else if (cend_ == cbuf_.size() && client_want_ > cbuf_.size()) {
+    cbuf_.resize(std::min(client_want_, cbuf_.size() * 2));
+  }
   client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
   auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
@@ -246,7 +291,7 @@ asio::awaitable<Session::LoginResult> Session::startup() {
       continue;
     }
     if (auto* cancel = std::get_if<pr::CancelRequest>(&r.message)) {
-      proxy_.cancel(*cancel, client_.get_executor());
+      proxy_.cancel(*cancel);
       co_return LoginResult::cancel_request;
     }
 
@@ -411,13 +456,8 @@ asio::awaitable<bool> Session::finish_login() {
     if (it != defaults.end() && !client_params_.contains(name)) client_params_.emplace(name, it->second);
   }
 
-  cancel_slot_ = std::make_shared<CancelSlot>();
-  if (server_) {
-    std::lock_guard lock(cancel_slot_->mu);
-    cancel_slot_->target = server_->target();
-    cancel_slot_->server_key = server_->backend_key();
-  }
-  key_ = proxy_.register_client(cancel_slot_);
+  key_ = proxy_.register_client(
+      std::make_shared<CancelSlot>(CancelSlot{weak_from_this(), client_.get_executor()}));
   registered_ = true;
 
   std::string out;
@@ -595,13 +635,10 @@ asio::awaitable<bool> Session::link(bool fatal) {
   server_drop_ = 0;
   expects_.clear();
   unnamed_on_server_ = false;  // whatever unnamed statement that server holds is not this client's
+  release_wanted_ = false;
+  cancel_unsure_ = false;
   proxy_.server_linked();
   track_.linked(server->id());
-  if (cancel_slot_) {
-    std::lock_guard lock(cancel_slot_->mu);
-    cancel_slot_->target = server->target();
-    cancel_slot_->server_key = server->backend_key();
-  }
   spdlog::debug("client {} linked to server {}", id_, server->id());
   asio::co_spawn(client_.get_executor(), server_loop(std::move(server)), asio::detached);
   co_return true;
@@ -609,10 +646,7 @@ asio::awaitable<bool> Session::link(bool fatal) {
 
 void Session::unlink(bool reusable) {
   if (!server_) return;
-  if (cancel_slot_) {
-    std::lock_guard lock(cancel_slot_->mu);
-    cancel_slot_->target.reset();
-  }
+  reusable = reusable && !cancel_unsure_;
   spdlog::debug("client {} unlinked from server {} ({})", id_, server_->id(),
                 reusable ? "reusable" : "closed");
   proxy_.server_unlinked();
@@ -622,8 +656,51 @@ void Session::unlink(bool reusable) {
 }
 
 bool Session::releasable() const {
-  return pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 &&
-         database_->pool.mode != config::PoolMode::session;
+  // Messages in flight both ways, whole (pending_, ext_open_) or in part (server_pass_, client_pass_, a write
+  // under way), and cancels on their way to this server all keep it: released, it would carry the rest of a
+  // message, or a cancel, to the next client.
+  return pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 && client_pass_ == 0 &&
+         !server_write_busy_ && cancels_in_flight_ == 0 && database_->pool.mode != config::PoolMode::session;
+}
+
+void Session::request_release() {
+  release_wanted_ = true;
+  boost::system::error_code ec;
+  server_->socket().cancel(ec);  // server_loop's read ends, and it sees release_wanted_
+}
+
+void Session::forward_cancel() {
+  auto& global = proxy_.stats();
+  if (!server_ || client_gone_) {
+    stats::add(global.cancel_ignored);
+    spdlog::info("client {}: cancel request while no server is linked: ignored", id_);
+    return;
+  }
+  if (cancels_in_flight_ > 0) {  // one is on its way to this very server: a second adds nothing
+    stats::add(global.cancel_coalesced);
+    return;
+  }
+  ++cancels_in_flight_;
+  stats::add(global.cancel_forwarded);
+  asio::co_spawn(
+      client_.get_executor(),
+      [self = shared_from_this(), server = server_]() -> asio::awaitable<void> {
+        const CancelDelivery delivery = co_await send_cancel_request(self->client_.get_executor(),
+                                                                     server->target(), server->backend_key());
+        self->cancel_done(*server, delivery);
+      },
+      asio::detached);
+}
+
+void Session::cancel_done(ServerConn& server, CancelDelivery delivery) {
+  --cancels_in_flight_;
+  if (delivery == CancelDelivery::unsure) {
+    stats::add(proxy_.stats().cancel_unsure);
+    spdlog::warn("client {}: PostgreSQL did not confirm a cancel for server {}: it will not be reused", id_,
+                 server.id());
+    if (server_.get() == &server) cancel_unsure_ = true;
+  }
+  if (server_ && releasable()) request_release();
 }
 
 void Session::track_frontend(char type) {
@@ -1235,6 +1312,7 @@ asio::awaitable<void> Session::client_loop() {
   const std::uint32_t max_whole = config_->max_buffer_per_client;
   const bool verify = database_->pool.commit_resolution == config::CommitResolution::verify;
   auto self = shared_from_this();
+  relaying_ = true;
   for (;;) {
     if (!co_await fill_client()) break;
     if (idle_transaction_timer_) idle_transaction_timer_->cancel();
@@ -1294,10 +1372,21 @@ asio::awaitable<void> Session::client_loop() {
                        type == pr::fe::kClose || type == pr::fe::kQuery);
       // A message pgward must see whole but may not buffer: the server is made to fail in its place.
       const bool too_big = rewritten && total > max_whole;
+      // Whole messages larger than the usual buffer also draw on max_buffer_total, shared by all clients.
+      bool over_budget = false;
+      if (rewritten && !too_big && total > kClientBufferSize && cend_ - pos < total &&
+          buffer_reserved_ < total - kClientBufferSize) {
+        const std::size_t more = total - kClientBufferSize - buffer_reserved_;
+        if (proxy_.reserve_buffer(more)) {
+          buffer_reserved_ += more;
+        } else {
+          over_budget = true;
+        }
+      }
       // After a lost transaction, a ROLLBACK is answered without a server: its text must be seen whole.
       const bool lost_query =
           lost_ != Lost::none && !server_ && type == pr::fe::kQuery && total <= kClientBufferSize;
-      if ((rewritten || lost_query) && !too_big && cend_ - pos < total) {
+      if ((rewritten || lost_query) && !too_big && !over_budget && cend_ - pos < total) {
         client_want_ = total;  // fill_client makes room for it (bounded by max_buffer_per_client)
         break;
       }
@@ -1345,18 +1434,14 @@ asio::awaitable<void> Session::client_loop() {
       const bool fresh = pending_ == 0 && !ext_open_;  // this message starts a new batch
       track_frontend(type);
       note_in_flight(type, message, whole);
-      if (too_big) {
+      if (too_big || over_budget) {
         wire_.append(cbuf_, span, pos - span);
-        if (type == pr::fe::kQuery) {
-          pr::put_query(wire_, "EXECUTE " + std::string(kMissingStatement));
-        } else {
-          put_describe(wire_, 'S', kMissingStatement);
-        }
-        expect(type == pr::fe::kQuery ? pr::fe::kQuery : pr::fe::kDescribe, Expect::On::error);
-        expects_.back().more().error_code = ss::kProgramLimitExceeded;
-        expects_.back().more().error = "message of " + std::to_string(total) +
-                                       " bytes exceeds max_buffer_per_client (" + std::to_string(max_whole) +
-                                       " bytes)";
+        refuse_message(type, too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
+                       too_big ? "message of " + std::to_string(total) +
+                                     " bytes exceeds max_buffer_per_client (" + std::to_string(max_whole) +
+                                     " bytes)"
+                               : "out of memory for unfinished client messages: message of " +
+                                     std::to_string(total) + " bytes refused (max_buffer_total)");
         client_drop_ = total;
         span = pos;
         continue;
@@ -1385,11 +1470,9 @@ asio::awaitable<void> Session::client_loop() {
         } else {
           wire_.append(cbuf_, span, pos - span);
           if (!rewrite_message(type, message, wire_)) {
-            spdlog::info("client {} closed by pgward: malformed {} message", id_,
-                         pr::frontend_type_name(type));
-            server_->close();
-            stop = true;
-            break;
+            // PostgreSQL would end the connection; pgward refuses the one message and the session goes on.
+            refuse_message(type, ss::kProtocolViolation,
+                           "invalid " + std::string(pr::frontend_type_name(type)) + " message format");
           }
           pos += h.header.total();
           span = pos;
@@ -1401,6 +1484,7 @@ asio::awaitable<void> Session::client_loop() {
     if (server_) {
       auto server = server_;  // server_loop may unlink it while the write is under way
       bool ok = true;
+      server_write_busy_ = true;
       if (!wire_.empty()) {
         // Something in this batch was rewritten: send the rewritten copy.
         wire_.append(cbuf_, span, pos - span);
@@ -1409,7 +1493,10 @@ asio::awaitable<void> Session::client_loop() {
       } else if (pos > span) {
         ok = co_await server->write(std::string_view(cbuf_).substr(span, pos - span));
       }
+      server_write_busy_ = false;
       if (!ok) server->close();
+      // What held the server may be gone now (the rest of a message that went out in part).
+      if (ok && server_ == server && releasable()) request_release();
     }
     wire_.clear();
     consume_client(pos - cpos_);
@@ -1417,13 +1504,37 @@ asio::awaitable<void> Session::client_loop() {
   }
 
   client_gone_ = true;
-  if (server_) {
-    // Wake server_loop so that it cleans the server up (DISCARD ALL in session mode) or closes it.
-    boost::system::error_code ec;
-    server_->socket().cancel(ec);
+  if (stalled_) {
+    pr::put_error_response(farewell_, {"FATAL", ss::kProtocolViolation,
+                                       "terminating connection: a message was not finished within "
+                                       "client_message_timeout"});
+    track_.proxy_error(ss::kProtocolViolation);
+    spdlog::info("client {} closed by pgward: stalled in the middle of a message", id_);
   }
   boost::system::error_code ec;
-  client_.close(ec);
+  if (server_) {
+    // Wake server_loop so that it cleans the server up (DISCARD ALL in session mode) or closes it, and says
+    // the farewell: while a server is linked, only server_loop writes to the client.
+    server_->socket().cancel(ec);
+    if (farewell_.empty()) client_.close(ec);
+  } else {
+    if (!farewell_.empty()) co_await send_client(farewell_);
+    client_.close(ec);
+  }
+}
+
+void Session::refuse_message(char type, std::string_view sqlstate, std::string message) {
+  // The server fails a stand-in for it (a Query or a Describe of a statement that does not exist), so that a
+  // transaction block or an extended-protocol batch is aborted exactly as PostgreSQL would; the error text is
+  // then replaced with pgward's.
+  if (type == pr::fe::kQuery) {
+    pr::put_query(wire_, "EXECUTE " + std::string(kMissingStatement));
+  } else {
+    put_describe(wire_, 'S', kMissingStatement);
+  }
+  expect(type == pr::fe::kQuery ? pr::fe::kQuery : pr::fe::kDescribe, Expect::On::error);
+  expects_.back().more().error_code = sqlstate;
+  expects_.back().more().error = std::move(message);
 }
 
 asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
@@ -1433,7 +1544,22 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
 
   for (;;) {
     if (client_gone_) break;
-    if (!co_await s.fill()) break;
+    if (release_wanted_ && releasable()) {
+      release_wanted_ = false;
+      unlink(s.rpos == s.rend);
+      co_return;
+    }
+    if (!co_await s.fill()) {
+      // Woken by request_release() (the read was cancelled), or the server is gone.
+      if (std::exchange(release_wanted_, false) && server_ == server && !client_gone_) {
+        if (releasable()) {
+          unlink(s.rpos == s.rend);
+          co_return;
+        }
+        continue;  // something new went out meanwhile: keep reading
+      }
+      break;
+    }
 
     std::size_t pos = s.rpos;
     std::size_t span = s.rpos;
@@ -1588,8 +1714,15 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
 
   if (server_ != server) co_return;  // already released
   if (client_gone_) {
-    const bool clean =
-        pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 && s.rpos == s.rend;
+    const bool clean = pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 &&
+                       client_pass_ == 0 && cancels_in_flight_ == 0 && s.rpos == s.rend;
+    if (!farewell_.empty()) {
+      // Nothing is half-written to the client unless a server message is: then the farewell cannot be said.
+      if (server_pass_ == 0) co_await send_client(farewell_);
+      farewell_.clear();
+      boost::system::error_code ec;
+      client_.close(ec);
+    }
     bool reusable = false;
     if (clean) {
       // Session mode: what this client left behind must not reach the next one.

@@ -31,6 +31,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // End of a drain: FATAL 57P01 to the client, then close. Call on the session's executor
   // (session_admin.cpp).
   void terminate();
+  // A CancelRequest with this client's key, on the session's executor: sent to the linked server, which is
+  // then held until PostgreSQL has taken the cancel, so that it can only ever stop this client's work.
+  void forward_cancel();
 
  private:
   enum class LoginResult { ok, closed, cancel_request };
@@ -64,7 +67,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void consume_client(std::size_t n);
 
   void track_frontend(char type);
+  // Nothing of anyone is in flight on the linked server: it may go back to the pool.
   bool releasable() const;
+  // Asks server_loop, parked on the server's socket, to give the server back now that a reason to hold it
+  // (half a client message forwarded, a cancel on its way) is gone.
+  void request_release();
+  void cancel_done(ServerConn& server, CancelDelivery delivery);
+  // client_message_timeout: armed while a client message is unfinished, disarmed at a message boundary.
+  void watch_stall(bool mid_message);
+  void stall_expired(std::uint64_t generation);
+  // Back to the usual client buffer once the large message that needed more is handled.
+  void shrink_client_buffer();
 
   // ---- faults ----
   // Notes whether the client message about to go to the server leaves the outcome of committed work unknown
@@ -152,6 +165,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // first message, so that no client ever reaches another's.
   void drop_foreign_sql_statements(std::string& wire);
   void forget_server_statements();
+  // Refuses one client message by having the server fail a stand-in for it, appended to wire_, with
+  // `sqlstate` and `message` as the error the client gets.
+  void refuse_message(char type, std::string_view sqlstate, std::string message);
   void expect(char request, Expect::On on = Expect::On::forward);
   void undo(const Expect& e, ServerConn& server, bool failed);
   enum class Disposition { forward, drop, replace };
@@ -168,9 +184,18 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string cbuf_;
   std::size_t cpos_ = 0;
   std::size_t cend_ = 0;
-  std::size_t client_pass_ = 0;  // bytes of the current client message still to forward unexamined
-  std::size_t client_drop_ = 0;  // bytes of the current client message still to discard
-  std::size_t client_want_ = 0;  // size of a message that must be read whole before it is handled
+  std::size_t client_pass_ = 0;      // bytes of the current client message still to forward unexamined
+  std::size_t client_drop_ = 0;      // bytes of the current client message still to discard
+  std::size_t client_want_ = 0;      // size of a message that must be read whole before it is handled
+  std::size_t buffer_reserved_ = 0;  // taken from max_buffer_total for it
+  bool relaying_ = false;            // client_loop runs (login has its own timeout)
+  bool stalled_ = false;             // client_message_timeout fired
+  bool stall_armed_ = false;
+  std::uint64_t stall_generation_ = 0;
+  std::unique_ptr<asio::steady_timer> stall_timer_;
+  // An ErrorResponse for the client that ends the session; said by whichever side writes to the client
+  // (server_loop while a server is linked).
+  std::string farewell_;
   bool discard_until_sync_ =
       false;  // after a failed checkout in the extended protocol, as the server would do
   char discard_status_ = protocol::kTxIdle;  // the ReadyForQuery status that ends the discarding
@@ -181,7 +206,6 @@ class Session : public std::enable_shared_from_this<Session> {
   PoolEntry* pool_ = nullptr;
   std::string user_;
   Params client_params_;  // what this client has in force, whatever server it lands on
-  std::shared_ptr<CancelSlot> cancel_slot_;
   protocol::CancelRequest key_{};
   bool registered_ = false;
   bool counted_ = false;
@@ -194,6 +218,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t server_pass_ = 0;  // bytes of the current server message still to forward unexamined
   std::size_t server_drop_ = 0;  // bytes of the current server message still to discard
   bool client_gone_ = false;
+  bool server_write_busy_ = false;  // client_loop is writing to the linked server
+  bool release_wanted_ = false;     // see request_release()
+  int cancels_in_flight_ = 0;       // CancelRequests sent to the linked server, not yet taken
+  bool cancel_unsure_ = false;      // one may still arrive: the server is closed, never reused
   std::int64_t client_waits_ = 0;   // the client's own Sync, Query and FunctionCall messages among pending_
   bool in_doubt_ = false;           // see note_in_flight(); cleared when the server is idle again
   bool unnamed_may_commit_ = true;  // the client's last unnamed Parse could be a COMMIT

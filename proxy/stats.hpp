@@ -127,8 +127,15 @@ struct GlobalStats {
   Counter clients_accepted{0};          // TCP connections accepted
   Counter clients_refused_max_conn{0};  // FATAL 53300 at login
   Counter cancel_forwarded{0};
-  Counter cancel_ignored{0};
-  Counter commit_unknown{0};  // 08007 sent to a client
+  Counter cancel_ignored{0};    // unknown key, or the client has no server linked
+  Counter cancel_coalesced{0};  // one for the same client was still on its way
+  Counter cancel_unsure{0};     // PostgreSQL did not confirm it: the server is closed, not reused
+  // Memory held for unfinished client messages beyond the usual buffer (max_buffer_total), and the messages
+  // refused because of it.
+  Gauge client_buffer_bytes{0};
+  Counter client_buffer_refusals{0};
+  Counter client_message_timeouts{0};  // clients closed by client_message_timeout
+  Counter commit_unknown{0};           // 08007 sent to a client
   Counter reloads_ok{0};
   Counter reloads_failed{0};
   std::atomic<double> last_reload_success_time{0};  // Unix time

@@ -1,6 +1,7 @@
 // Isolation: whatever one client sends, by mistake or on purpose, it cannot stall, cancel, read or break
 // another client's work. Each test plays the hostile client against the real binary in transaction mode.
 #include <atomic>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -174,6 +175,216 @@ TEST(Isolation, StatementNamesInsideOtherCommandsMatchPostgres) {
   const auto through = run(pgward.port());
   ASSERT_EQ(direct.size(), through.size());
   for (std::size_t i = 0; i < direct.size(); ++i) EXPECT_EQ(through[i], direct[i]) << script[i];
+}
+
+// ---- relay: no server goes back with a message half-forwarded, no cancel reaches another client ----
+
+// One unlabelled sample, or one whose labels are spelled exactly as in `series` ("name{a=\"b\"}"); -1 when
+// absent.
+double metric(int admin_port, const std::string& series) {
+  const HttpResponse r = http(admin_port, "GET", "/metrics");
+  std::size_t at = 0;
+  while ((at = r.body.find(series + " ", at)) != std::string::npos) {
+    if (at == 0 || r.body[at - 1] == '\n') return std::stod(r.body.substr(at + series.size() + 1));
+    at += series.size();
+  }
+  return -1;
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// Sends two queries in one write and returns the first column of each result ("" when none came).
+std::vector<std::string> pipeline_two(RawClient& client, const std::string& a, const std::string& b) {
+  std::vector<std::string> values;
+  if (!client.send(wire::query(a) + wire::query(b))) return values;
+  try {
+    for (int i = 0; i < 2; ++i) {
+      std::string value;
+      for (const Message& m : client.read_until_ready()) {
+        if (m.type == 'D' && value.empty()) value = m.body.substr(2 + 4);  // one column: count, length, bytes
+      }
+      values.push_back(value);
+    }
+  } catch (const std::exception& e) {  // no answer in time: the values so far tell the story
+    ADD_FAILURE() << e.what();
+  }
+  return values;
+}
+
+TEST(Isolation, HalfACopyDataKeepsItsServerUntilFinished) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(1) + "wait_timeout = \"20s\"\n"});
+  RawClient attacker(pgward.port());
+  attacker.login(trust_login_params());
+  // A query, then the first bytes of a 1,000-byte CopyData outside any COPY: PostgreSQL reads the rest of
+  // that message before anything else, so the server is not free until it has come.
+  const std::string copy = wire::message('d', std::string(995, 'x'));
+  ASSERT_TRUE(attacker.send(wire::query("SELECT 'attacker'") + copy.substr(0, 10)));
+  EXPECT_EQ(message_signature(attacker.read_until_ready()), "T D C(SELECT 1) Z(I)");
+
+  std::vector<std::string> victim_values;
+  std::thread victim_thread([&] {
+    RawClient victim(pgward.port(), 20s);
+    victim.login(trust_login_params());
+    victim_values = pipeline_two(victim, "SELECT 'v1'", "SELECT 'v2'");
+  });
+  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(attacker.send(copy.substr(10)));  // the message ends: the server may go
+  victim_thread.join();
+  EXPECT_EQ(victim_values, (std::vector<std::string>{"v1", "v2"}));
+  // The attacker's session goes on too.
+  EXPECT_EQ(attacker.query_value("SELECT 'still here'"), "still here");
+}
+
+TEST(Isolation, ClientStalledMidMessageIsClosedAndItsServerNotReused) {
+  Pgward pgward(PgwardConfig{.proxy = "client_message_timeout = \"1s\"\n", .pool = pool_toml(1)});
+  RawClient attacker(pgward.port());
+  attacker.login(trust_login_params());
+  const std::string copy = wire::message('d', std::string(995, 'x'));
+  ASSERT_TRUE(attacker.send(wire::query("SELECT 1") + copy.substr(0, 10)));
+  attacker.read_until_ready();
+
+  RawClient victim(pgward.port());
+  victim.login(trust_login_params());
+  EXPECT_EQ(pipeline_two(victim, "SELECT 'v1'", "SELECT 'v2'"), (std::vector<std::string>{"v1", "v2"}));
+  // The stalled client heard why it was closed.
+  auto last = attacker.read_message();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->type, 'E');
+  EXPECT_EQ(parse_error(*last)['C'], "08P01");
+  EXPECT_TRUE(attacker.wait_closed());
+  EXPECT_GE(metric(pgward.admin_port(), "pgward_client_message_timeouts_total"), 1);
+}
+
+TEST(Isolation, CancelFloodNeverCancelsAnotherClientsQuery) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(4)});
+  std::atomic<bool> stop{false};
+  std::atomic<int> others_cancelled{0}, others_done{0}, others_failed{0}, own_cancelled{0};
+
+  Conn flooder = pgward.connect();
+  ASSERT_TRUE(flooder.ok());
+  PGcancel* key = PQgetCancel(flooder);
+  ASSERT_NE(key, nullptr);
+
+  std::vector<std::thread> threads;
+  for (int c = 0; c < 16; ++c) {
+    threads.emplace_back([&] {
+      Conn conn = pgward.connect();
+      if (!conn.ok()) {
+        ++others_failed;
+        return;
+      }
+      while (!stop) {
+        Result r(PQexec(conn, "SELECT count(*) FROM generate_series(1, 2000)"));
+        if (PQresultStatus(r.get()) == PGRES_TUPLES_OK) {
+          ++others_done;
+        } else if (sqlstate(r.get()) == "57014") {
+          ++others_cancelled;
+        } else {
+          ++others_failed;
+        }
+      }
+    });
+  }
+  threads.emplace_back([&] {  // the flooder's own work, so that its key names a linked server often
+    while (!stop) {
+      Result r(PQexec(flooder, "SELECT pg_sleep(0.002)"));
+      if (sqlstate(r.get()) == "57014") ++own_cancelled;
+    }
+  });
+  std::vector<std::thread> cancellers;
+  for (int c = 0; c < 2; ++c) {
+    cancellers.emplace_back([&] {
+      char error[256];
+      while (!stop) PQcancel(key, error, sizeof error);
+    });
+  }
+  std::this_thread::sleep_for(4s);
+  stop = true;
+  for (auto& t : cancellers) t.join();
+  for (auto& t : threads) t.join();
+  PQfreeCancel(key);
+
+  EXPECT_EQ(others_cancelled.load(), 0) << "of " << others_done.load() << " queries of other clients";
+  EXPECT_EQ(others_failed.load(), 0);
+  EXPECT_GT(others_done.load(), 100);
+  EXPECT_GT(metric(pgward.admin_port(), "pgward_cancel_requests_total{result=\"forwarded\"}"), 0);
+  // The flood still did what a cancel does, to its own client.
+  EXPECT_GT(own_cancelled.load(), 0);
+}
+
+TEST(Isolation, HeadersOfHugeMessagesHoldNoMemory) {
+  Pgward pgward(PgwardConfig{.proxy = "max_buffer_total = \"64MB\"\nclient_message_timeout = \"3s\"\n",
+                             .pool = pool_toml(8)});
+  Conn healthy = pgward.connect();
+  ASSERT_TRUE(healthy.ok());
+  const long rss_before = rss_kib(pgward.pid());
+  ASSERT_GT(rss_before, 0);
+
+  // 32 clients each announce a Query of almost 16 MB (pgward reads a Query whole to rewrite statement
+  // names) and send nothing more.
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < 32; ++i) {
+    auto c = std::make_unique<RawClient>(pgward.port());
+    c->login(trust_login_params());
+    ASSERT_TRUE(c->send("Q" + wire::u32((16u << 20) - 64)));
+    clients.push_back(std::move(c));
+  }
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(query_value(healthy, "SELECT 'unaffected'"), "unaffected");
+  const long rss_after = rss_kib(pgward.pid());
+  EXPECT_LT(rss_after - rss_before, 16 * 1024) << "KiB grown for headers alone";
+  EXPECT_LE(metric(pgward.admin_port(), "pgward_client_buffer_bytes"), 64.0 * 1024 * 1024);
+  // Four fit in max_buffer_total (reserved, not allocated); the others heard 53200 at once.
+  EXPECT_GE(metric(pgward.admin_port(), "pgward_client_buffer_refusals_total"), 32 - 4);
+  // And none of them may sit there for ever.
+  for (auto& c : clients) EXPECT_TRUE(c->wait_closed());
+  EXPECT_GE(metric(pgward.admin_port(), "pgward_client_message_timeouts_total"), 32);
+  EXPECT_EQ(metric(pgward.admin_port(), "pgward_client_buffer_bytes"), 0);
+  EXPECT_EQ(query_value(healthy, "SELECT 'still unaffected'"), "still unaffected");
+}
+
+// ---- messages pgward must read whole ----
+
+std::string parse_with_types(std::uint32_t count, std::uint32_t present) {
+  std::string body = std::string(1, '\0') + "SELECT 1" + std::string(1, '\0');
+  body += static_cast<char>((count >> 8) & 0xff);
+  body += static_cast<char>(count & 0xff);
+  body += std::string(std::size_t{present} * 4, '\0');
+  return wire::message('P', body);
+}
+
+TEST(Isolation, ParseDeclaringSixtyFiveThousandTypesMatchesPostgres) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(2)});
+  auto run = [](int port) {
+    RawClient client(port);
+    client.login(trust_login_params());
+    EXPECT_TRUE(client.send(parse_with_types(65535, 65535) + wire::sync()));
+    std::string out = message_signature(client.read_until_ready());
+    out += " | " + client.query_value("SELECT 'after'");
+    return out;
+  };
+  EXPECT_EQ(run(pgward.port()), run(pg_port()));
+}
+
+TEST(Isolation, MalformedParseGetsAnErrorAndTheSessionGoesOn) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(2)});
+  RawClient client(pgward.port());
+  client.login(trust_login_params());
+  // Declares two parameter types and carries one.
+  ASSERT_TRUE(client.send(parse_with_types(2, 1) + wire::bind("") + wire::execute() + wire::sync()));
+  const auto messages = client.read_until_ready();
+  ASSERT_FALSE(messages.empty());
+  EXPECT_EQ(messages.front().type, 'E');
+  EXPECT_EQ(parse_error(messages.front())['C'], "08P01");
+  EXPECT_EQ(messages.back().type, 'Z');
+  EXPECT_EQ(client.query_value("SELECT 'goes on'"), "goes on");
 }
 
 }  // namespace

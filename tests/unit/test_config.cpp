@@ -897,3 +897,20 @@ TEST(Size, Rejects) {
 
 }  // namespace
 }  // namespace pgward::config
+
+namespace pgward::config {
+namespace {
+TEST_F(ConfigTest, IsolationLimits) {
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.max_buffer_total, 256ull << 20);
+  EXPECT_EQ(defaults.client_message_timeout, milliseconds(60'000));
+  const Config set = load("[proxy]\nmax_buffer_total = \"1GB\"\nclient_message_timeout = \"5s\"\n");
+  EXPECT_EQ(set.max_buffer_total, 1ull << 30);
+  EXPECT_EQ(set.client_message_timeout, milliseconds(5'000));
+  EXPECT_EQ(error("[proxy]\nmax_buffer_total = 100\n"),
+            at(2, "proxy.max_buffer_total: 100 bytes is out of range (8kB..64GB)"));
+  EXPECT_EQ(error("[proxy]\nclient_message_timeout = \"0s\"\n"),
+            at(2, "proxy.client_message_timeout: must be greater than 0"));
+}
+}  // namespace
+}  // namespace pgward::config
