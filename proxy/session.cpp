@@ -327,12 +327,14 @@ asio::awaitable<bool> Session::authenticate() {
     }
 
     case config::AuthType::scram_sha_256: {
-      // An unknown user (or one with only an md5 verifier) still goes through the whole exchange against a
-      // random verifier, as PostgreSQL does, so that the answer does not tell which user names exist.
-      auto verifier = secret ? pr::auth::scram_verifier_for_secret(*secret) : std::nullopt;
-      const bool usable = verifier.has_value();
-      if (!usable) verifier = pr::auth::scram_verifier_for_secret("pgward-mock-" + std::to_string(id_));
-      pr::auth::ScramServer scram(*verifier);
+      // Verifiers are derived when the users file is loaded, never here. An unknown user (or one with only
+      // an md5 verifier) still goes through the whole exchange, as PostgreSQL does, against a mock verifier
+      // whose salt is stable per name and that costs no key derivation: neither the salt nor the time taken
+      // tells which user names exist.
+      const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
+      const bool usable = verifier != nullptr;
+      pr::auth::ScramServer scram(
+          usable ? *verifier : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
       pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
       if (!co_await send_client(out)) co_return false;
 

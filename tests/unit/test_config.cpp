@@ -23,6 +23,12 @@ constexpr std::string_view kScramVerifier =
     "SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$nQpbZ77WudtqufPwikHXGRt6g2QJ4zns8bZLw273DRM=:"
     "jn2amWP1q1h+jgjy0YTO14S6/F02SV7taipOeB7ef20=";
 constexpr std::string_view kMd5Verifier = "md54a0a68b43b6cd5cf266fa02f196e2371";
+// SCRAM authentication against users.toml in the test folder.
+constexpr std::string_view kScramAuth = R"(
+[auth]
+type = "scram-sha-256"
+users_file = "users.toml"
+)";
 
 // Sets an environment variable for the lifetime of the object.
 class ScopedEnv {
@@ -151,6 +157,7 @@ pool_size = 20
   EXPECT_EQ(config.auth_type, AuthType::scram_sha_256);
   EXPECT_EQ(config.users_file, (dir_ / "users.toml").string());
   EXPECT_EQ(config.users.size(), 2u);
+  EXPECT_EQ(config.scram_verifiers.size(), 1u);  // bob's md5 verifier cannot do SCRAM
   EXPECT_EQ(config.pool.mode, PoolMode::transaction);
   EXPECT_EQ(config.pool.size, 20u);
   EXPECT_EQ(config.pool.min_size, 0u);
@@ -750,6 +757,42 @@ users_file = "users.toml"
   EXPECT_EQ(config.find_user_secret("nobody"), nullptr);
 }
 
+TEST_F(ConfigTest, ScramVerifiersAreDerivedAtLoad) {
+  write("users.toml", std::string("plain = \"pencil\"\n") + "hashed = \"" + std::string(kMd5Verifier) +
+                          "\"\n" + "scram = \"" + std::string(kScramVerifier) + "\"\n");
+  const std::uint64_t before = protocol::auth::key_derivations();
+  const Config config = load(kScramAuth);
+  EXPECT_EQ(protocol::auth::key_derivations(), before + 1);  // the plain password only
+  ASSERT_NE(config.find_scram_verifier("plain"), nullptr);
+  const auto& plain = *config.find_scram_verifier("plain");
+  const auto expected = protocol::auth::make_scram_verifier(
+      "pencil", protocol::auth::stable_salt(protocol::auth::process_auth_key(), "plain"));
+  EXPECT_EQ(protocol::auth::format_scram_verifier(plain), protocol::auth::format_scram_verifier(expected));
+  ASSERT_NE(config.find_scram_verifier("scram"), nullptr);
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*config.find_scram_verifier("scram")), kScramVerifier);
+  EXPECT_EQ(config.find_scram_verifier("hashed"), nullptr);
+  EXPECT_EQ(config.find_scram_verifier("nobody"), nullptr);
+
+  // md5 and trust never need them.
+  EXPECT_TRUE(load("[auth]\ntype = \"md5\"\nusers_file = \"users.toml\"\n").scram_verifiers.empty());
+}
+
+TEST_F(ConfigTest, ReloadKeepsVerifiersOfUnchangedPasswords) {
+  write("users.toml", "alice = \"pencil\"\nbob = \"crayon\"\n");
+  const Config first = load(kScramAuth);
+  write("users.toml", "alice = \"pencil\"\nbob = \"marker\"\ncarol = \"chalk\"\n");
+  const std::uint64_t before = protocol::auth::key_derivations();
+  const Config second = load_config(write("pgward.toml", kScramAuth), &first);
+  EXPECT_EQ(protocol::auth::key_derivations(), before + 2);  // bob's new password and carol
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*second.find_scram_verifier("alice")),
+            protocol::auth::format_scram_verifier(*first.find_scram_verifier("alice")));
+  const auto bob = protocol::auth::make_scram_verifier(
+      "marker", protocol::auth::stable_salt(protocol::auth::process_auth_key(), "bob"));
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*second.find_scram_verifier("bob")),
+            protocol::auth::format_scram_verifier(bob));
+  EXPECT_NE(second.find_scram_verifier("carol"), nullptr);
+}
+
 TEST_F(ConfigTest, UsersFileIsRelativeToTheConfigFolder) {
   write("etc/secrets/users.toml", "alice = \"pw\"\n");
   const std::string path = write("etc/pgward.toml", R"(
@@ -767,11 +810,7 @@ users_file = "secrets/users.toml"
 }
 
 TEST_F(ConfigTest, UsersFileErrors) {
-  const std::string auth = R"(
-[auth]
-type = "scram-sha-256"
-users_file = "users.toml"
-)";
+  const std::string_view auth = kScramAuth;
   EXPECT_EQ(error(auth), at(3, "auth.users_file: cannot read \"" + (dir_ / "users.toml").string() +
                                    "\": No such file or directory"));
 
