@@ -290,14 +290,16 @@ asio::awaitable<Session::LoginResult> Session::startup() {
       }
     }
 
+    // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
+    // in learns nothing about which databases exist.
     config_ = proxy_.config();
+    if (!co_await authenticate()) co_return LoginResult::closed;
     database_ = config_->find_database(database);
     if (!database_) {
       const std::string what = "database \"" + database + "\" does not exist";
       co_await send_error(ss::kInvalidCatalogName, what, true);
       co_return LoginResult::closed;
     }
-    if (!co_await authenticate()) co_return LoginResult::closed;
     for (auto& [k, v] : settings) client_params_[k] = std::move(v);
     co_return LoginResult::ok;
   }

@@ -180,6 +180,29 @@ TEST(AuthIsolation, UnknownUserSaltIsStablePerNameAndLooksStored) {
   EXPECT_EQ(plain.salt.size(), stored.salt.size());
 }
 
+// PostgreSQL authenticates before it looks the database up, so a client without the password cannot probe
+// which databases exist.
+TEST(AuthIsolation, UnknownDatabaseWithWrongPasswordIs28P01) {
+  Pgward pgward(isolation_config());
+  expect_refused(pgward, "alice", "no_such_database", "guess", "28P01");
+  expect_refused(pgward, "alice", kDatabase, "guess", "28P01");
+  expect_refused(pgward, "nobody", "no_such_database", "alicepass", "28P01");
+  expect_refused(pgward, kScramUser, "no_such_database", "guess", "28P01");
+}
+
+TEST(AuthIsolation, UnknownDatabaseWithRightPasswordIs3D000) {
+  Pgward pgward(isolation_config());
+  expect_refused(pgward, "alice", "no_such_database", "alicepass", "3D000");
+  expect_refused(pgward, kScramUser, "no_such_database", kScramPassword, "3D000");
+  expect_login(pgward, "alice", "alicepass");
+}
+
+TEST(AuthIsolation, UnknownDatabaseWithWrongMd5PasswordIs28P01) {
+  Pgward pgward(client_auth("md5", "alice = \"alicepass\"\n"));
+  expect_refused(pgward, "alice", "no_such_database", "guess", "28P01");
+  expect_refused(pgward, "alice", "no_such_database", "alicepass", "3D000");
+}
+
 // Server-side tests: clients log in to pgward with SCRAM; pgward logs in to PostgreSQL as configured.
 PgwardConfig server_auth() {
   PgwardConfig config;
