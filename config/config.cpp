@@ -503,6 +503,9 @@ class ConfigReader {
         config_.max_buffer_per_client = static_cast<std::uint32_t>(size);
       } else if (field.key == "log_level") {
         config_.log_level = source_.choice(field, kLogLevels);
+      } else if (field.key == "client_login_timeout") {
+        config_.client_login_timeout = source_.duration(field);
+        if (config_.client_login_timeout <= Duration(0)) source_.fail(field, "must be greater than 0");
       } else {
         unknown_key(source_, field);
       }

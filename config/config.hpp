@@ -84,6 +84,8 @@ struct Config {
   // see whole (a rewritten Parse/Bind/Query) is refused with 54000.
   std::uint32_t max_buffer_per_client = 16u << 20;
   std::string log_level = "info";  // trace | debug | info | warn | error
+  // A client that has not logged in by then (startup packet and authentication) gets FATAL 08P01.
+  Duration client_login_timeout{60'000};
 
   // [admin]
   std::vector<Endpoint> admin_listen{{"127.0.0.1", 9930}};

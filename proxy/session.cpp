@@ -31,7 +31,6 @@ constexpr std::size_t kClientBufferSize = 16 * 1024;
 constexpr std::uint32_t kMaxLoginMessage = 8 * 1024;
 // Largest server message the relay looks inside (ReadyForQuery, ParameterStatus); the rest stream through.
 constexpr std::uint32_t kMaxServerMessage = 0x40000000 + 64;
-constexpr auto kLoginTimeout = std::chrono::seconds(60);
 constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 
 // The session parameters every client keeps across servers (the GUC_REPORT ones clients care about).
@@ -210,9 +209,10 @@ asio::awaitable<void> Session::send_ready_for_query(char status) {
 asio::awaitable<void> Session::run() {
   spdlog::info("client {} connected from {}", id_, peer_);
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(client_.get_executor(), kLoginTimeout);
+  asio::steady_timer deadline(client_.get_executor(), proxy_.config()->client_login_timeout);
   auto started = co_await (startup() || deadline.async_wait(as_tuple(use_awaitable)));
   if (started.index() == 1) {
+    stats::add(proxy_.stats().client_login_timeouts);
     co_await send_error(ss::kProtocolViolation, "timeout expired during login", true);
   } else if (std::get<0>(started) == LoginResult::ok && co_await finish_login()) {
     co_await client_loop();

@@ -271,7 +271,7 @@ TEST(Admin, PrometheusScrapesTransactionsErrorsAndWaitingClients) {
         "pgward_prepared_statement_cache_misses_total", "pgward_prepared_statement_cache_evictions_total",
         "pgward_cancel_requests_total", "pgward_commit_outcome_unknown_total", "pgward_config_reloads_total",
         "pgward_client_sent_bytes_total", "pgward_client_connections_refused_total",
-        "pgward_scram_key_derivations_total"}) {
+        "pgward_client_login_timeouts_total", "pgward_scram_key_derivations_total"}) {
     EXPECT_NE(metrics.body.find(name), std::string::npos) << name << " missing";
   }
   Conn direct = connect_direct();

@@ -203,6 +203,48 @@ TEST(AuthIsolation, UnknownDatabaseWithWrongMd5PasswordIs28P01) {
   expect_refused(pgward, "alice", "no_such_database", "alicepass", "3D000");
 }
 
+// ---- client_login_timeout ----
+
+void expect_login_timeout(RawClient& client) {
+  const auto error = client.read_message();
+  ASSERT_TRUE(error.has_value()) << "no answer before the client's own receive timeout";
+  ASSERT_EQ(error->type, 'E');
+  auto fields = parse_error(*error);
+  EXPECT_EQ(fields['S'], "FATAL");
+  EXPECT_EQ(fields['C'], "08P01");
+  EXPECT_TRUE(client.wait_closed());
+}
+
+TEST(AuthIsolation, ClientLoginTimeoutClosesClientsThatDoNotLogIn) {
+  PgwardConfig config = client_auth("scram-sha-256", "alice = \"alicepass\"\n");
+  config.proxy += "client_login_timeout = \"1s\"\n";
+  Pgward pgward(config);
+  EXPECT_EQ(metric(pgward, "pgward_client_login_timeouts_total"), 0);
+
+  RawClient silent(pgward.port());
+  expect_login_timeout(silent);
+
+  RawClient half_startup(pgward.port());
+  ASSERT_TRUE(half_startup.send(wire::startup(trust_login_params()).substr(0, 6)));
+  expect_login_timeout(half_startup);
+
+  RawClient no_proof(pgward.port());  // stops in the middle of the SCRAM exchange
+  ASSERT_TRUE(no_proof.send(wire::startup({{"user", "alice"}, {"database", kDatabase}})));
+  const auto request = no_proof.read_message();
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->type, 'R');
+  expect_login_timeout(no_proof);
+
+  EXPECT_EQ(metric(pgward, "pgward_client_login_timeouts_total"), 3);
+
+  // The limit is on logging in only: a logged-in client may stay idle past it.
+  Conn conn = pgward.connect("alice", kDatabase, "alicepass");
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(query_value(conn, "SELECT 1 + 1"), "2");
+  EXPECT_EQ(metric(pgward, "pgward_client_login_timeouts_total"), 3);
+}
+
 // Server-side tests: clients log in to pgward with SCRAM; pgward logs in to PostgreSQL as configured.
 PgwardConfig server_auth() {
   PgwardConfig config;

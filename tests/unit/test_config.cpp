@@ -117,6 +117,7 @@ workers = 1                        # threads; 0 = one per core
 shutdown_timeout = "30s"
 max_message_size = "16MB"
 log_level = "debug"
+client_login_timeout = "45s"
 
 [admin]
 listen = "127.0.0.1:9930"
@@ -152,6 +153,7 @@ pool_size = 20
   EXPECT_EQ(config.shutdown_timeout, seconds(30));
   EXPECT_EQ(config.max_message_size, 16u << 20);
   EXPECT_EQ(config.log_level, "debug");
+  EXPECT_EQ(config.client_login_timeout, seconds(45));
   EXPECT_EQ(config.admin_listen, (std::vector<Endpoint>{{"127.0.0.1", 9930}}));
   EXPECT_EQ(config.admin_token, "admin-token");
   EXPECT_EQ(config.auth_type, AuthType::scram_sha_256);
@@ -175,7 +177,7 @@ pool_size = 20
   EXPECT_EQ(db.user, "app");
   EXPECT_EQ(db.password, "from-env");
   EXPECT_EQ(db.pool, config.pool);
-  EXPECT_EQ(db.line, 27);
+  EXPECT_EQ(db.line, 28);
 }
 
 TEST_F(ConfigTest, DefaultsWhenOnlyAuthIsSet) {
@@ -190,6 +192,7 @@ type = "trust"
   EXPECT_EQ(config.shutdown_timeout, defaults.shutdown_timeout);
   EXPECT_EQ(config.max_message_size, defaults.max_message_size);
   EXPECT_EQ(config.log_level, "info");
+  EXPECT_EQ(config.client_login_timeout, seconds(60));
   EXPECT_EQ(config.admin_listen, defaults.admin_listen);
   EXPECT_FALSE(config.admin_token);
   EXPECT_EQ(config.auth_type, AuthType::trust);
@@ -639,6 +642,18 @@ TEST_F(ConfigTest, MaxMessageSize) {
             at(2, "proxy.max_message_size: bad size \"64 megs\" (use bytes or a unit: kB, MB, GB)"));
   EXPECT_EQ(error("[proxy]\nmax_message_size = -1\n"),
             at(2, "proxy.max_message_size: must not be negative, got -1"));
+}
+
+TEST_F(ConfigTest, ClientLoginTimeout) {
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"1s\"\n").client_login_timeout, seconds(1));
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"250ms\"\n").client_login_timeout, milliseconds(250));
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"2m\"\n").client_login_timeout, minutes(2));
+  EXPECT_EQ(error("[proxy]\nclient_login_timeout = \"0s\"\n"),
+            at(2, "proxy.client_login_timeout: must be greater than 0"));
+  EXPECT_EQ(error("[proxy]\nclient_login_timeout = \"60\"\n"),
+            at(2, "proxy.client_login_timeout: bad duration \"60\" (use a unit: ms, s, m, h)"));
+  EXPECT_EQ(error("[proxy]\nworkers = 1\nclient_login_timeout = true\n"),
+            at(3, "proxy.client_login_timeout: expected a duration string such as \"30s\", got a boolean"));
 }
 
 TEST_F(ConfigTest, DurationsInToml) {
