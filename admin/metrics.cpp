@@ -10,6 +10,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "admin/internal.hpp"
+#include "protocol/auth.hpp"
 
 namespace pgward::admin {
 
@@ -68,6 +69,12 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
   set_counter(
       counter(r, "pgward_client_connections_refused_total", "Client connections refused at login, by reason"),
       {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
+  set_counter(counter(r, "pgward_client_login_timeouts_total",
+                      "Clients closed with 08P01 for not logging in within client_login_timeout"),
+              {}, st::get(g.client_login_timeouts));
+  set_counter(counter(r, "pgward_scram_key_derivations_total",
+                      "SCRAM key derivations (PBKDF2): users-file passwords at load, logins to servers"),
+              {}, static_cast<double>(protocol::auth::key_derivations()));
   auto& cancels =
       counter(r, "pgward_cancel_requests_total", "CancelRequests received, by what became of them");
   set_counter(cancels, {{"result", "forwarded"}}, st::get(g.cancel_forwarded));

@@ -439,7 +439,9 @@ bool is_server_host(const std::string& host) {
 // whose settings start from it) regardless of where they appear in the file.
 class ConfigReader {
  public:
-  explicit ConfigReader(const std::string& path) : source_(path) { config_.source_path = path; }
+  ConfigReader(const std::string& path, const Config* previous) : source_(path), previous_(previous) {
+    config_.source_path = path;
+  }
 
   Config read() {
     std::string error;
@@ -510,6 +512,9 @@ class ConfigReader {
         if (config_.client_message_timeout.count() <= 0) source_.fail(field, "must be greater than 0");
       } else if (field.key == "log_level") {
         config_.log_level = source_.choice(field, kLogLevels);
+      } else if (field.key == "client_login_timeout") {
+        config_.client_login_timeout = source_.duration(field);
+        if (config_.client_login_timeout <= Duration(0)) source_.fail(field, "must be greater than 0");
       } else {
         unknown_key(source_, field);
       }
@@ -554,6 +559,7 @@ class ConfigReader {
     }
     if (users_file_line != 0) {
       read_users(users_file_line);
+      if (config_.auth_type == AuthType::scram_sha_256) derive_scram_verifiers();
     } else if (config_.auth_type != AuthType::trust) {
       source_.fail(table_line,
                    "auth.users_file is required with auth.type " + in_quotes(to_string(config_.auth_type)));
@@ -580,6 +586,25 @@ class ConfigReader {
       std::string secret = users.secret(field, value->get());
       if (const auto problem = secret_problem(secret)) users.fail(field, *problem);
       config_.users.emplace(field.key, std::move(secret));
+    }
+  }
+
+  // One verifier per user that can do SCRAM (an md5 verifier cannot). A plain password whose user and
+  // secret are as in the previous snapshot keeps that snapshot's verifier: same process key, same salt, so
+  // deriving it again would give the same bytes.
+  void derive_scram_verifiers() {
+    for (const auto& [name, secret] : config_.users) {
+      if (previous_ && protocol::auth::classify_secret(secret) == protocol::auth::SecretKind::kPlain) {
+        const std::string* old_secret = previous_->find_user_secret(name);
+        const auto* old_verifier = previous_->find_scram_verifier(name);
+        if (old_secret && *old_secret == secret && old_verifier) {
+          config_.scram_verifiers.emplace(name, *old_verifier);
+          continue;
+        }
+      }
+      auto verifier =
+          protocol::auth::scram_verifier_for_secret(secret, name, protocol::auth::process_auth_key());
+      if (verifier) config_.scram_verifiers.emplace(name, std::move(*verifier));
     }
   }
 
@@ -658,6 +683,7 @@ class ConfigReader {
   }
 
   Source source_;
+  const Config* previous_;
   Config config_;
 };
 
@@ -700,9 +726,14 @@ const std::string* Config::find_user_secret(std::string_view name) const {
   return it == users.end() ? nullptr : &it->second;
 }
 
-Config load_config(const std::string& path) {
+const protocol::auth::ScramVerifier* Config::find_scram_verifier(std::string_view name) const {
+  const auto it = scram_verifiers.find(name);
+  return it == scram_verifiers.end() ? nullptr : &it->second;
+}
+
+Config load_config(const std::string& path, const Config* previous) {
   try {
-    return ConfigReader(path).read();
+    return ConfigReader(path, previous).read();
   } catch (const ConfigError&) {
     throw;
   } catch (const std::exception& e) {

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/auth.hpp"
+
 namespace pgward::config {
 
 enum class PoolMode { session, transaction, statement };
@@ -88,6 +90,8 @@ struct Config {
   // finish it within this long is closed with 08P01: it would otherwise hold memory, or a server, for ever.
   Duration client_message_timeout{60'000};
   std::string log_level = "info";  // trace | debug | info | warn | error
+  // A client that has not logged in by then (startup packet and authentication) gets FATAL 08P01.
+  Duration client_login_timeout{60'000};
 
   // [admin]
   std::vector<Endpoint> admin_listen{{"127.0.0.1", 9930}};
@@ -99,6 +103,9 @@ struct Config {
   // user name => secret: a plain password, "md5<32 hex>" or
   // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"
   std::map<std::string, std::string, std::less<>> users;
+  // With auth.type scram-sha-256, the SCRAM verifier of every user whose secret allows one: stored verifiers
+  // parsed, plain passwords derived here once (PBKDF2 is too dear to run per login, before any proof).
+  std::map<std::string, protocol::auth::ScramVerifier, std::less<>> scram_verifiers;
 
   // [pool] defaults (as written, before per-database overrides)
   PoolSettings pool;
@@ -107,6 +114,7 @@ struct Config {
 
   const Database* find_database(std::string_view name) const;
   const std::string* find_user_secret(std::string_view name) const;
+  const protocol::auth::ScramVerifier* find_scram_verifier(std::string_view name) const;
 };
 
 class ConfigError : public std::runtime_error {
@@ -122,8 +130,9 @@ class ConfigError : public std::runtime_error {
   std::string reason_;
 };
 
-// Reads and validates FILE (and the users_file it names). Throws ConfigError.
-Config load_config(const std::string& path);
+// Reads and validates FILE (and the users_file it names). Throws ConfigError. With PREVIOUS (a reload), the
+// SCRAM verifiers of users whose plain password did not change are taken from it instead of derived again.
+Config load_config(const std::string& path, const Config* previous = nullptr);
 
 // "250ms", "30s", "5m", "1h" (also "1.5s"); nullopt when malformed or negative.
 std::optional<Duration> parse_duration(std::string_view text);

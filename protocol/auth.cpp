@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <climits>
 #include <cstdio>
@@ -28,6 +29,11 @@ constexpr int kDefaultIterations = 4096;     // SCRAM_SHA_256_DEFAULT_ITERATIONS
 constexpr int kMaxServerIterations = 10'000'000;
 
 constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
+constexpr std::size_t kProcessKeyLen = 32;
+
+// A count, not state anything depends on: the only mutable global here, so that the cost of SCRAM can be
+// observed wherever it is paid (key_derivations()).
+std::atomic<std::uint64_t> g_key_derivations{0};
 // c= attribute when no channel binding is used: base64 of the gs2 header (RFC 5802 section 7,
 // "channel-binding").
 constexpr std::string_view kCbindNone = "biws";         // base64("n,,")
@@ -81,6 +87,7 @@ Key salted_password(std::string_view password, std::string_view salt, int iterat
       salt.size() > static_cast<std::size_t>(INT_MAX)) {
     fatal("PBKDF2 (input too long)");
   }
+  g_key_derivations.fetch_add(1, std::memory_order_relaxed);
   Key out{};
   if (PKCS5_PBKDF2_HMAC(reinterpret_cast<const char*>(bytes(password)), static_cast<int>(password.size()),
                         bytes(salt), static_cast<int>(salt.size()), iterations, EVP_sha256(),
@@ -342,17 +349,55 @@ std::string format_scram_verifier(const ScramVerifier& v) {
          base64_encode(as_view(v.stored_key)) + ":" + base64_encode(as_view(v.server_key));
 }
 
-std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret) {
+std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret, std::string_view user,
+                                                       std::string_view key) {
   switch (classify_secret(stored_secret)) {
     case SecretKind::kMd5: return std::nullopt;  // the md5 hash does not yield the SCRAM keys
     case SecretKind::kScram: return parse_scram_verifier(stored_secret);
     case SecretKind::kPlain: break;
   }
-  std::array<std::uint8_t, kDefaultSaltLen> salt{};
-  random_bytes(salt.data(), salt.size());
-  return make_scram_verifier(stored_secret, {reinterpret_cast<const char*>(salt.data()), salt.size()},
-                             kDefaultIterations);
+  return make_scram_verifier(stored_secret, stable_salt(key, user), kDefaultIterations);
 }
+
+// ---- Answers that do not reveal which users exist ----
+
+const std::string& process_auth_key() {
+  static const std::string key = [] {
+    std::string k(kProcessKeyLen, '\0');
+    random_bytes(k.data(), k.size());
+    return k;
+  }();
+  return key;
+}
+
+namespace {
+
+// HMAC-SHA-256(key, label NUL user). A user name never holds a NUL (startup packet strings end at one), so
+// (label, user) pairs cannot collide.
+Key keyed_by_user(std::string_view key, std::string_view label, std::string_view user) {
+  std::string input;
+  input.reserve(label.size() + 1 + user.size());
+  input.append(label).append(1, '\0').append(user);
+  return hmac_sha256(key, input);
+}
+
+}  // namespace
+
+std::string stable_salt(std::string_view key, std::string_view user) {
+  static_assert(kDefaultSaltLen <= Key{}.size());
+  return std::string(as_view(keyed_by_user(key, "salt", user)).substr(0, kDefaultSaltLen));
+}
+
+ScramVerifier mock_scram_verifier(std::string_view key, std::string_view user) {
+  ScramVerifier v;
+  v.iterations = kDefaultIterations;
+  v.salt = stable_salt(key, user);
+  v.stored_key = keyed_by_user(key, "stored key", user);
+  v.server_key = keyed_by_user(key, "server key", user);
+  return v;
+}
+
+std::uint64_t key_derivations() { return g_key_derivations.load(std::memory_order_relaxed); }
 
 // ---- Base64 (RFC 4648 section 4, with padding; the encoding SCRAM uses) ----
 

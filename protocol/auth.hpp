@@ -46,9 +46,32 @@ std::optional<ScramVerifier> parse_scram_verifier(std::string_view text);
 ScramVerifier make_scram_verifier(std::string_view password, std::string_view raw_salt,
                                   int iterations = 4096);
 std::string format_scram_verifier(const ScramVerifier&);
-// A stored secret (plain password or SCRAM verifier) as a verifier; nullopt for an md5 verifier.
-// A plain password gets a fresh random salt.
-std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret);
+// A stored secret (plain password or SCRAM verifier) of `user` as a verifier; nullopt for an md5 verifier.
+// A plain password is derived with stable_salt(key, user) and the default iteration count, so that its
+// server-first-message looks exactly like the one an unknown user of that name gets (mock_scram_verifier).
+// This runs PBKDF2: call it when the users file is loaded, never per login.
+std::optional<ScramVerifier> scram_verifier_for_secret(std::string_view stored_secret, std::string_view user,
+                                                       std::string_view key);
+
+// ---- Answers that do not reveal which users exist ----
+//
+// PostgreSQL answers an unknown role with a mock salt that is stable per name (scram_mock_salt, keyed by
+// a per-cluster secret), so that repeating a login does not tell a real role from a missing one. pgward keys
+// the same idea with a random per-process secret.
+
+// 32 random bytes drawn once per process, on first use.
+const std::string& process_auth_key();
+// HMAC-SHA-256(key, "salt" NUL user) cut to the default salt length (16 bytes): the same name always gets
+// the same salt under one key, different names get unrelated ones.
+std::string stable_salt(std::string_view key, std::string_view user);
+// The verifier an unknown user (or one whose stored secret cannot do SCRAM) is challenged with: the default
+// iteration count, stable_salt, and keys made by HMAC rather than PBKDF2, so that refusing costs no key
+// derivation. No password matches it short of a SHA-256 preimage.
+ScramVerifier mock_scram_verifier(std::string_view key, std::string_view user);
+
+// PBKDF2 runs since the process started (every SaltedPassword computed, server and client side alike):
+// the one expensive step of SCRAM, counted so that tests and /metrics can see where it happens.
+std::uint64_t key_derivations();
 
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);

@@ -237,7 +237,7 @@ void Proxy::start_upkeep() {
 ReloadResult Proxy::reload() {
   std::shared_ptr<const config::Config> fresh;
   try {
-    fresh = std::make_shared<const config::Config>(config::load_config(config_path_));
+    fresh = std::make_shared<const config::Config>(config::load_config(config_path_, config().get()));
   } catch (const config::ConfigError& e) {
     stats::add(stats_.reloads_failed);
     spdlog::error("reload failed, keeping the running configuration: {}", e.what());

@@ -32,7 +32,6 @@ constexpr std::size_t kClientBufferSize = 16 * 1024;
 constexpr std::uint32_t kMaxLoginMessage = 8 * 1024;
 // Largest server message the relay looks inside (ReadyForQuery, ParameterStatus); the rest stream through.
 constexpr std::uint32_t kMaxServerMessage = 0x40000000 + 64;
-constexpr auto kLoginTimeout = std::chrono::seconds(60);
 constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 
 // The session parameters every client keeps across servers (the GUC_REPORT ones clients care about).
@@ -256,9 +255,10 @@ asio::awaitable<void> Session::send_ready_for_query(char status) {
 asio::awaitable<void> Session::run() {
   spdlog::info("client {} connected from {}", id_, peer_);
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(client_.get_executor(), kLoginTimeout);
+  asio::steady_timer deadline(client_.get_executor(), proxy_.config()->client_login_timeout);
   auto started = co_await (startup() || deadline.async_wait(as_tuple(use_awaitable)));
   if (started.index() == 1) {
+    stats::add(proxy_.stats().client_login_timeouts);
     co_await send_error(ss::kProtocolViolation, "timeout expired during login", true);
   } else if (std::get<0>(started) == LoginResult::ok && co_await finish_login()) {
     co_await client_loop();
@@ -336,14 +336,16 @@ asio::awaitable<Session::LoginResult> Session::startup() {
       }
     }
 
+    // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
+    // in learns nothing about which databases exist.
     config_ = proxy_.config();
+    if (!co_await authenticate()) co_return LoginResult::closed;
     database_ = config_->find_database(database);
     if (!database_) {
       const std::string what = "database \"" + database + "\" does not exist";
       co_await send_error(ss::kInvalidCatalogName, what, true);
       co_return LoginResult::closed;
     }
-    if (!co_await authenticate()) co_return LoginResult::closed;
     for (auto& [k, v] : settings) client_params_[k] = std::move(v);
     co_return LoginResult::ok;
   }
@@ -373,12 +375,14 @@ asio::awaitable<bool> Session::authenticate() {
     }
 
     case config::AuthType::scram_sha_256: {
-      // An unknown user (or one with only an md5 verifier) still goes through the whole exchange against a
-      // random verifier, as PostgreSQL does, so that the answer does not tell which user names exist.
-      auto verifier = secret ? pr::auth::scram_verifier_for_secret(*secret) : std::nullopt;
-      const bool usable = verifier.has_value();
-      if (!usable) verifier = pr::auth::scram_verifier_for_secret("pgward-mock-" + std::to_string(id_));
-      pr::auth::ScramServer scram(*verifier);
+      // Verifiers are derived when the users file is loaded, never here. An unknown user (or one with only
+      // an md5 verifier) still goes through the whole exchange, as PostgreSQL does, against a mock verifier
+      // whose salt is stable per name and that costs no key derivation: neither the salt nor the time taken
+      // tells which user names exist.
+      const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
+      const bool usable = verifier != nullptr;
+      pr::auth::ScramServer scram(
+          usable ? *verifier : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
       pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
       if (!co_await send_client(out)) co_return false;
 

@@ -841,6 +841,18 @@ HttpResponse http(int port, const std::string& method, const std::string& target
                             headers + (method == "POST" ? "Content-Length: 0\r\n" : "") + "\r\n");
 }
 
+std::optional<double> sample(const std::string& exposition, const std::string& name,
+                             const std::string& label_part) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with(name + "{") && !line.starts_with(name + " ")) continue;
+    if (!label_part.empty() && line.find(label_part) == std::string::npos) continue;
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return std::nullopt;
+}
+
 RawClient::RawClient(int port, std::chrono::milliseconds timeout) {
   fd_ = connect_loopback(port, timeout);
   if (fd_ < 0) throw std::runtime_error("connect to port " + std::to_string(port) + ": " + strerror(errno));

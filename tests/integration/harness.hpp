@@ -171,6 +171,10 @@ HttpResponse http_raw(int port, const std::string& raw);
 // One request with `Connection: close`; `headers` are further header lines, each ending in \r\n.
 HttpResponse http(int port, const std::string& method, const std::string& target,
                   const std::string& headers = "");
+// The value of one sample in a Prometheus exposition, e.g. sample(text, "pgward_errors_total",
+// "sqlstate=\"23505\""); nullopt when no line of that metric holds label_part.
+std::optional<double> sample(const std::string& exposition, const std::string& name,
+                             const std::string& label_part = "");
 
 // fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.

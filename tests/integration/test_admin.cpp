@@ -85,19 +85,6 @@ std::string json_field(const std::string& json, const std::string& key) {
   return std::regex_search(json, m, re) ? m[1].str() : "";
 }
 
-// The value of one sample in an exposition, e.g. sample(text, "pgward_errors_total", "sqlstate=\"23505\"").
-std::optional<double> sample(const std::string& exposition, const std::string& name,
-                             const std::string& label_part) {
-  std::istringstream in(exposition);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.starts_with(name + "{") && !line.starts_with(name + " ")) continue;
-    if (!label_part.empty() && line.find(label_part) == std::string::npos) continue;
-    return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return std::nullopt;
-}
-
 std::string url_encode(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -283,7 +270,8 @@ TEST(Admin, PrometheusScrapesTransactionsErrorsAndWaitingClients) {
         "pgward_query_duration_seconds_sum", "pgward_prepared_statement_cache_hits_total",
         "pgward_prepared_statement_cache_misses_total", "pgward_prepared_statement_cache_evictions_total",
         "pgward_cancel_requests_total", "pgward_commit_outcome_unknown_total", "pgward_config_reloads_total",
-        "pgward_client_sent_bytes_total", "pgward_client_connections_refused_total"}) {
+        "pgward_client_sent_bytes_total", "pgward_client_connections_refused_total",
+        "pgward_client_login_timeouts_total", "pgward_scram_key_derivations_total"}) {
     EXPECT_NE(metrics.body.find(name), std::string::npos) << name << " missing";
   }
   Conn direct = connect_direct();

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -262,29 +263,91 @@ TEST(AuthScramVerifier, ParseRejectsMalformed) {
   }
 }
 
+constexpr std::string_view kTestKey = "0123456789abcdef0123456789abcdef";
+
+std::optional<ScramVerifier> verifier_for(std::string_view secret, std::string_view user = "alice") {
+  return scram_verifier_for_secret(secret, user, kTestKey);
+}
+
 TEST(AuthScramVerifier, ForSecret) {
-  auto from_plain = scram_verifier_for_secret("s3cret");
+  auto from_plain = verifier_for("s3cret");
   ASSERT_TRUE(from_plain.has_value());
   EXPECT_EQ(from_plain->iterations, 4096);
-  EXPECT_EQ(from_plain->salt.size(), 16u);
+  EXPECT_EQ(from_plain->salt, stable_salt(kTestKey, "alice"));
   ScramVerifier recomputed = make_scram_verifier("s3cret", from_plain->salt, 4096);
   EXPECT_EQ(from_plain->stored_key, recomputed.stored_key);
   EXPECT_EQ(from_plain->server_key, recomputed.server_key);
-  // A fresh salt every time.
-  auto again = scram_verifier_for_secret("s3cret");
-  ASSERT_TRUE(again.has_value());
-  EXPECT_NE(again->salt, from_plain->salt);
+  // The salt follows the user name and the key, not the password or the call.
+  EXPECT_EQ(verifier_for("other password")->salt, from_plain->salt);
+  EXPECT_NE(verifier_for("s3cret", "bob")->salt, from_plain->salt);
+  EXPECT_NE(scram_verifier_for_secret("s3cret", "alice", "another key")->salt, from_plain->salt);
 
-  auto from_verifier = scram_verifier_for_secret(kRfcVerifier);
+  auto from_verifier = verifier_for(kRfcVerifier);
   ASSERT_TRUE(from_verifier.has_value());
   EXPECT_EQ(format_scram_verifier(*from_verifier), kRfcVerifier);
 
-  EXPECT_FALSE(scram_verifier_for_secret("md54a0a68b43b6cd5cf266fa02f196e2371").has_value());
-  EXPECT_FALSE(scram_verifier_for_secret("md54A0A68B43B6CD5CF266FA02F196E2371").has_value());
-  EXPECT_FALSE(scram_verifier_for_secret("SCRAM-SHA-256$4096:broken").has_value());
+  EXPECT_FALSE(verifier_for("md54a0a68b43b6cd5cf266fa02f196e2371").has_value());
+  EXPECT_FALSE(verifier_for("md54A0A68B43B6CD5CF266FA02F196E2371").has_value());
+  EXPECT_FALSE(verifier_for("SCRAM-SHA-256$4096:broken").has_value());
   // Not exactly md5 + 32 hex digits: a plain password.
-  EXPECT_TRUE(scram_verifier_for_secret("md54a0a68b43b6cd5cf266fa02f196e237").has_value());
-  EXPECT_TRUE(scram_verifier_for_secret("md54a0a68b43b6cd5cf266fa02f196e2371x").has_value());
+  EXPECT_TRUE(verifier_for("md54a0a68b43b6cd5cf266fa02f196e237").has_value());
+  EXPECT_TRUE(verifier_for("md54a0a68b43b6cd5cf266fa02f196e2371x").has_value());
+}
+
+TEST(AuthScramVerifier, KeyDerivationsAreCounted) {
+  const std::uint64_t before = key_derivations();
+  make_scram_verifier("pw", "saltsaltsaltsalt", 2);
+  EXPECT_EQ(key_derivations(), before + 1);
+  ASSERT_TRUE(verifier_for("pw").has_value());
+  EXPECT_EQ(key_derivations(), before + 2);
+  // A stored verifier is only parsed.
+  ASSERT_TRUE(verifier_for(kRfcVerifier).has_value());
+  EXPECT_EQ(key_derivations(), before + 2);
+}
+
+// ---- Answers that do not reveal which users exist ----
+
+TEST(AuthMockVerifier, StableSaltIsKeyedPerName) {
+  const std::string salt = stable_salt(kTestKey, "nobody");
+  EXPECT_EQ(salt.size(), 16u);  // as PostgreSQL's own verifiers (SCRAM_DEFAULT_SALT_LEN)
+  EXPECT_EQ(stable_salt(kTestKey, "nobody"), salt);
+  EXPECT_NE(stable_salt(kTestKey, "nobody2"), salt);
+  EXPECT_NE(stable_salt(kTestKey, ""), salt);
+  EXPECT_NE(stable_salt("another key", "nobody"), salt);
+  // HMAC-SHA-256(key, "salt" NUL name), first 16 bytes, computed here with OpenSSL directly.
+  EXPECT_EQ(salt, raw_hmac(kTestKey, std::string("salt\0nobody", 11)).substr(0, 16));
+}
+
+TEST(AuthMockVerifier, LooksLikeADerivedVerifierWithoutKeyDerivation) {
+  const std::uint64_t before = key_derivations();
+  const ScramVerifier mock = mock_scram_verifier(kTestKey, "nobody");
+  EXPECT_EQ(key_derivations(), before);
+  EXPECT_EQ(mock.iterations, 4096);
+  EXPECT_EQ(mock.salt, stable_salt(kTestKey, "nobody"));
+  EXPECT_NE(mock.stored_key, mock.server_key);
+  const ScramVerifier again = mock_scram_verifier(kTestKey, "nobody");
+  EXPECT_EQ(again.salt, mock.salt);
+  EXPECT_EQ(again.stored_key, mock.stored_key);
+  // An unknown name and a known one with a plain password are challenged with the same salt.
+  EXPECT_EQ(verifier_for("pw", "nobody")->salt, mock.salt);
+}
+
+TEST(AuthMockVerifier, NoPasswordPasses) {
+  for (const std::string password : {"", "nobody", "pw"}) {
+    ScramServer server{mock_scram_verifier(kTestKey, "nobody")};
+    ScramClient client{password};
+    auto server_first = server.handle_client_first(client.client_first());
+    ASSERT_TRUE(server_first.has_value());
+    auto client_final = client.handle_server_first(*server_first);
+    ASSERT_TRUE(client_final.has_value());
+    EXPECT_FALSE(server.handle_client_final(*client_final).has_value()) << password;
+  }
+}
+
+TEST(AuthMockVerifier, ProcessKeyIsRandomAndFixed) {
+  EXPECT_EQ(process_auth_key().size(), 32u);
+  EXPECT_EQ(&process_auth_key(), &process_auth_key());
+  EXPECT_NE(process_auth_key(), std::string(32, '\0'));
 }
 
 // ---- RFC 7677 section 3 ----
@@ -326,7 +389,7 @@ TEST(AuthScramRfc7677, UserNameIsEscapedInClientFirst) {
 // ---- Client <-> server round trips ----
 
 TEST(AuthScramRoundTrip, RightPassword) {
-  auto verifier = scram_verifier_for_secret("correct horse");
+  auto verifier = verifier_for("correct horse");
   ASSERT_TRUE(verifier.has_value());
   ScramServer server{*verifier};
   ScramClient client{"correct horse"};
@@ -354,7 +417,7 @@ TEST(AuthScramRoundTrip, RightPassword) {
 }
 
 TEST(AuthScramRoundTrip, WrongPassword) {
-  ScramServer server{*scram_verifier_for_secret("correct horse")};
+  ScramServer server{*verifier_for("correct horse")};
   ScramClient client{"battery staple"};
   auto server_first = server.handle_client_first(client.client_first());
   ASSERT_TRUE(server_first.has_value());

@@ -23,6 +23,12 @@ constexpr std::string_view kScramVerifier =
     "SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$nQpbZ77WudtqufPwikHXGRt6g2QJ4zns8bZLw273DRM=:"
     "jn2amWP1q1h+jgjy0YTO14S6/F02SV7taipOeB7ef20=";
 constexpr std::string_view kMd5Verifier = "md54a0a68b43b6cd5cf266fa02f196e2371";
+// SCRAM authentication against users.toml in the test folder.
+constexpr std::string_view kScramAuth = R"(
+[auth]
+type = "scram-sha-256"
+users_file = "users.toml"
+)";
 
 // Sets an environment variable for the lifetime of the object.
 class ScopedEnv {
@@ -111,6 +117,7 @@ workers = 1                        # threads; 0 = one per core
 shutdown_timeout = "30s"
 max_message_size = "16MB"
 log_level = "debug"
+client_login_timeout = "45s"
 
 [admin]
 listen = "127.0.0.1:9930"
@@ -146,11 +153,13 @@ pool_size = 20
   EXPECT_EQ(config.shutdown_timeout, seconds(30));
   EXPECT_EQ(config.max_message_size, 16u << 20);
   EXPECT_EQ(config.log_level, "debug");
+  EXPECT_EQ(config.client_login_timeout, seconds(45));
   EXPECT_EQ(config.admin_listen, (std::vector<Endpoint>{{"127.0.0.1", 9930}}));
   EXPECT_EQ(config.admin_token, "admin-token");
   EXPECT_EQ(config.auth_type, AuthType::scram_sha_256);
   EXPECT_EQ(config.users_file, (dir_ / "users.toml").string());
   EXPECT_EQ(config.users.size(), 2u);
+  EXPECT_EQ(config.scram_verifiers.size(), 1u);  // bob's md5 verifier cannot do SCRAM
   EXPECT_EQ(config.pool.mode, PoolMode::transaction);
   EXPECT_EQ(config.pool.size, 20u);
   EXPECT_EQ(config.pool.min_size, 0u);
@@ -168,7 +177,7 @@ pool_size = 20
   EXPECT_EQ(db.user, "app");
   EXPECT_EQ(db.password, "from-env");
   EXPECT_EQ(db.pool, config.pool);
-  EXPECT_EQ(db.line, 27);
+  EXPECT_EQ(db.line, 28);
 }
 
 TEST_F(ConfigTest, DefaultsWhenOnlyAuthIsSet) {
@@ -183,6 +192,7 @@ type = "trust"
   EXPECT_EQ(config.shutdown_timeout, defaults.shutdown_timeout);
   EXPECT_EQ(config.max_message_size, defaults.max_message_size);
   EXPECT_EQ(config.log_level, "info");
+  EXPECT_EQ(config.client_login_timeout, seconds(60));
   EXPECT_EQ(config.admin_listen, defaults.admin_listen);
   EXPECT_FALSE(config.admin_token);
   EXPECT_EQ(config.auth_type, AuthType::trust);
@@ -634,6 +644,18 @@ TEST_F(ConfigTest, MaxMessageSize) {
             at(2, "proxy.max_message_size: must not be negative, got -1"));
 }
 
+TEST_F(ConfigTest, ClientLoginTimeout) {
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"1s\"\n").client_login_timeout, seconds(1));
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"250ms\"\n").client_login_timeout, milliseconds(250));
+  EXPECT_EQ(load("[proxy]\nclient_login_timeout = \"2m\"\n").client_login_timeout, minutes(2));
+  EXPECT_EQ(error("[proxy]\nclient_login_timeout = \"0s\"\n"),
+            at(2, "proxy.client_login_timeout: must be greater than 0"));
+  EXPECT_EQ(error("[proxy]\nclient_login_timeout = \"60\"\n"),
+            at(2, "proxy.client_login_timeout: bad duration \"60\" (use a unit: ms, s, m, h)"));
+  EXPECT_EQ(error("[proxy]\nworkers = 1\nclient_login_timeout = true\n"),
+            at(3, "proxy.client_login_timeout: expected a duration string such as \"30s\", got a boolean"));
+}
+
 TEST_F(ConfigTest, DurationsInToml) {
   EXPECT_EQ(error(R"(
 [pool]
@@ -750,6 +772,42 @@ users_file = "users.toml"
   EXPECT_EQ(config.find_user_secret("nobody"), nullptr);
 }
 
+TEST_F(ConfigTest, ScramVerifiersAreDerivedAtLoad) {
+  write("users.toml", std::string("plain = \"pencil\"\n") + "hashed = \"" + std::string(kMd5Verifier) +
+                          "\"\n" + "scram = \"" + std::string(kScramVerifier) + "\"\n");
+  const std::uint64_t before = protocol::auth::key_derivations();
+  const Config config = load(kScramAuth);
+  EXPECT_EQ(protocol::auth::key_derivations(), before + 1);  // the plain password only
+  ASSERT_NE(config.find_scram_verifier("plain"), nullptr);
+  const auto& plain = *config.find_scram_verifier("plain");
+  const auto expected = protocol::auth::make_scram_verifier(
+      "pencil", protocol::auth::stable_salt(protocol::auth::process_auth_key(), "plain"));
+  EXPECT_EQ(protocol::auth::format_scram_verifier(plain), protocol::auth::format_scram_verifier(expected));
+  ASSERT_NE(config.find_scram_verifier("scram"), nullptr);
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*config.find_scram_verifier("scram")), kScramVerifier);
+  EXPECT_EQ(config.find_scram_verifier("hashed"), nullptr);
+  EXPECT_EQ(config.find_scram_verifier("nobody"), nullptr);
+
+  // md5 and trust never need them.
+  EXPECT_TRUE(load("[auth]\ntype = \"md5\"\nusers_file = \"users.toml\"\n").scram_verifiers.empty());
+}
+
+TEST_F(ConfigTest, ReloadKeepsVerifiersOfUnchangedPasswords) {
+  write("users.toml", "alice = \"pencil\"\nbob = \"crayon\"\n");
+  const Config first = load(kScramAuth);
+  write("users.toml", "alice = \"pencil\"\nbob = \"marker\"\ncarol = \"chalk\"\n");
+  const std::uint64_t before = protocol::auth::key_derivations();
+  const Config second = load_config(write("pgward.toml", kScramAuth), &first);
+  EXPECT_EQ(protocol::auth::key_derivations(), before + 2);  // bob's new password and carol
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*second.find_scram_verifier("alice")),
+            protocol::auth::format_scram_verifier(*first.find_scram_verifier("alice")));
+  const auto bob = protocol::auth::make_scram_verifier(
+      "marker", protocol::auth::stable_salt(protocol::auth::process_auth_key(), "bob"));
+  EXPECT_EQ(protocol::auth::format_scram_verifier(*second.find_scram_verifier("bob")),
+            protocol::auth::format_scram_verifier(bob));
+  EXPECT_NE(second.find_scram_verifier("carol"), nullptr);
+}
+
 TEST_F(ConfigTest, UsersFileIsRelativeToTheConfigFolder) {
   write("etc/secrets/users.toml", "alice = \"pw\"\n");
   const std::string path = write("etc/pgward.toml", R"(
@@ -767,11 +825,7 @@ users_file = "secrets/users.toml"
 }
 
 TEST_F(ConfigTest, UsersFileErrors) {
-  const std::string auth = R"(
-[auth]
-type = "scram-sha-256"
-users_file = "users.toml"
-)";
+  const std::string_view auth = kScramAuth;
   EXPECT_EQ(error(auth), at(3, "auth.users_file: cannot read \"" + (dir_ / "users.toml").string() +
                                    "\": No such file or directory"));
 
