@@ -163,7 +163,7 @@ class AdminServer final : public proxy::Service {
         break;
       }
       Request req = parser.release();
-      Response res = co_await handle(req, loopback);
+      Response res = co_await handle(req, loopback, local_address(stream));
       res.version(req.version());
       res.keep_alive(req.keep_alive());
       res.set(http::field::server, "pgward");
@@ -174,6 +174,16 @@ class AdminServer final : public proxy::Service {
     }
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  // The address the client connected to, without the IPv4-mapped prefix of a dual-stack listener.
+  static std::string local_address(beast::tcp_stream& stream) {
+    boost::system::error_code ec;
+    auto address = stream.socket().local_endpoint(ec).address();
+    if (ec) return {};
+    if (address.is_v6() && address.to_v6().is_v4_mapped())
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    return address.to_string();
   }
 
   static Response reply(http::status status, std::string body, std::string_view type = "application/json") {
@@ -200,7 +210,30 @@ class AdminServer final : public proxy::Service {
     return constant_time_equal(token, std::string_view(header.data(), header.size()).substr(kBearer.size()));
   }
 
-  asio::awaitable<Response> handle(const Request& req, bool loopback) {
+  template <class Name>
+  static std::optional<std::string_view> header(const Request& req, Name name) {
+    const auto it = req.find(name);
+    if (it == req.end()) return std::nullopt;
+    return std::string_view(it->value().data(), it->value().size());
+  }
+
+  std::optional<Refused> refuse_browser(const Request& req, std::string_view path, bool token_ok,
+                                        const std::string& local) const {
+    RequestFacts facts;
+    facts.safe_method = req.method() == http::verb::get || req.method() == http::verb::head;
+    facts.probe = path == "/metrics" || path.starts_with("/health/");
+    facts.token_ok = token_ok;
+    facts.host_headers = req.count(http::field::host);
+    facts.host = header(req, http::field::host).value_or(std::string_view{});
+    facts.origin = header(req, http::field::origin);
+    facts.sec_fetch_site = header(req, "Sec-Fetch-Site");
+    facts.content_type = header(req, http::field::content_type);
+    std::vector<std::string> own_hosts{local};
+    for (const auto& ep : proxy_.config()->admin_listen) own_hosts.push_back(ep.host);
+    return check_browser_request(facts, own_hosts);
+  }
+
+  asio::awaitable<Response> handle(const Request& req, bool loopback, const std::string& local) {
     const std::string_view target(req.target().data(), req.target().size());
     const auto qmark = target.find('?');
     const std::string_view path = target.substr(0, qmark);
@@ -211,9 +244,18 @@ class AdminServer final : public proxy::Service {
     const bool health = path.starts_with("/health/");
     const bool mutating = path == "/api/reload" || path == "/api/pause" || path == "/api/resume";
 
+    const auto token = cfg_token();
+    const bool token_ok = token && authorized(req, *token);
+    if (auto refused = refuse_browser(req, path, token_ok, local)) {
+      proxy::stats::add(refused_[static_cast<std::size_t>(refused->reason)]);
+      spdlog::warn("admin: refused {} {}: {}", std::string_view(req.method_string()), path, refused->message);
+      co_return error(
+          refused->reason == Refusal::host ? http::status::misdirected_request : http::status::forbidden,
+          refused->message);
+    }
+
     if (mutating || (!loopback && !health)) {
-      const auto token = cfg_token();
-      if (token && !authorized(req, *token)) {
+      if (token && !token_ok) {
         auto res = error(http::status::unauthorized, "missing or wrong Authorization: Bearer token");
         res.set(http::field::www_authenticate, "Bearer realm=\"pgward\"");
         co_return res;
@@ -232,7 +274,7 @@ class AdminServer final : public proxy::Service {
 
     if (path == "/metrics") {
       if (auto r = only(get, "GET")) co_return *r;
-      co_return reply(http::status::ok, render_metrics(proxy_, version_),
+      co_return reply(http::status::ok, render_metrics(proxy_, version_, refused_),
                       "text/plain; version=0.0.4; charset=utf-8");
     }
     if (path == "/health/live") {
@@ -286,6 +328,7 @@ class AdminServer final : public proxy::Service {
   proxy::Proxy& proxy_;
   const std::string version_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  RefusalCounts refused_{};
 };
 
 }  // namespace

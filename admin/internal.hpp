@@ -1,16 +1,23 @@
 // What http.cpp serves, kept out of the Beast translation unit.
 #pragma once
 
+#include <array>
 #include <boost/asio/awaitable.hpp>
 #include <string>
 #include <string_view>
 
+#include "admin/browser_guard.hpp"
 #include "proxy/proxy.hpp"
+#include "proxy/stats.hpp"
 
 namespace pgward::admin {
 
-// The Prometheus text exposition of everything in proxy/stats.hpp and the pools.
-std::string render_metrics(proxy::Proxy& proxy, const std::string& version);
+// Requests the admin port refused as ones a browser could have been made to send, indexed by Refusal.
+using RefusalCounts = std::array<proxy::stats::Counter, kRefusals.size()>;
+
+// The Prometheus text exposition of everything in proxy/stats.hpp, the pools and the admin port's own
+// refusals.
+std::string render_metrics(proxy::Proxy& proxy, const std::string& version, const RefusalCounts& refused);
 
 std::string pools_json(proxy::Proxy& proxy);
 std::string clients_json(proxy::Proxy& proxy);

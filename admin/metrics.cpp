@@ -48,7 +48,7 @@ void set_histogram(prometheus::Family<prometheus::Histogram>& f, const Labels& l
 
 }  // namespace
 
-std::string render_metrics(proxy::Proxy& p, const std::string& version) {
+std::string render_metrics(proxy::Proxy& p, const std::string& version, const RefusalCounts& refused) {
   namespace st = proxy::stats;
   prometheus::Registry r;
   auto& g = p.stats();
@@ -101,6 +101,12 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version) {
       counter(r, "pgward_config_reloads_total", "Configuration reloads (SIGHUP, POST /api/reload)");
   set_counter(reloads, {{"result", "ok"}}, st::get(g.reloads_ok));
   set_counter(reloads, {{"result", "failed"}}, st::get(g.reloads_failed));
+  auto& admin_refused =
+      counter(r, "pgward_admin_requests_refused_total",
+              "Admin HTTP requests refused as ones a web browser could have been made to send, by reason");
+  for (const Refusal reason : kRefusals)
+    set_counter(admin_refused, {{"reason", std::string(to_string(reason))}},
+                static_cast<double>(st::get(refused[static_cast<std::size_t>(reason)])));
   gauge(r, "pgward_config_last_reload_success_timestamp_seconds",
         "Unix time of the last successful reload (0: none)")
       .Add({})

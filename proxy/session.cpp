@@ -16,6 +16,7 @@
 
 #include "protocol/auth.hpp"
 #include "protocol/sqlstate.hpp"
+#include "protocol/startup_params.hpp"
 
 namespace pgward::proxy {
 
@@ -38,65 +39,6 @@ constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 constexpr std::string_view kTrackedParams[] = {
     "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
     "application_name"};
-
-// Startup parameters that are not session settings.
-bool is_connection_param(std::string_view name) {
-  return name == "user" || name == "database" || name == "options" || name == "replication" ||
-         name.starts_with("_pq_.");
-}
-
-// PostgreSQL's startup names are case-insensitive GUC names; report them with the server's spelling.
-std::string canonical_param_name(std::string_view name) {
-  for (auto t : kTrackedParams) {
-    if (t.size() == name.size() && std::equal(t.begin(), t.end(), name.begin(), [](char a, char b) {
-          return std::tolower(a) == std::tolower(b);
-        }))
-      return std::string(t);
-  }
-  return std::string(name);
-}
-
-// The "options" startup parameter: "-c name=value" and "--name=value" switches, backslash escapes spaces
-// (as PostgreSQL's pg_split_opts). Returns false for anything else.
-bool parse_options(std::string_view text, std::vector<std::pair<std::string, std::string>>& out) {
-  std::vector<std::string> words;
-  std::string cur;
-  bool have = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '\\' && i + 1 < text.size()) {
-      cur += text[++i];
-      have = true;
-    } else if (c == ' ' || c == '\t' || c == '\n') {
-      if (have) words.push_back(std::move(cur));
-      cur.clear();
-      have = false;
-    } else {
-      cur += c;
-      have = true;
-    }
-  }
-  if (have) words.push_back(std::move(cur));
-  for (std::size_t i = 0; i < words.size(); ++i) {
-    std::string_view w = words[i];
-    std::string_view setting;
-    if (w == "-c" && i + 1 < words.size()) {
-      setting = words[++i];
-    } else if (w.starts_with("-c") && w.size() > 2) {
-      setting = w.substr(2);
-    } else if (w.starts_with("--")) {
-      setting = w.substr(2);
-    } else {
-      return false;
-    }
-    const auto eq = setting.find('=');
-    if (eq == std::string_view::npos || eq == 0) return false;
-    std::string name(setting.substr(0, eq));
-    std::replace(name.begin(), name.end(), '-', '_');
-    out.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -325,15 +267,11 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     const std::string* dbname = sp.find("database");
     const std::string database = dbname && !dbname->empty() ? *dbname : user_;
 
-    std::vector<std::pair<std::string, std::string>> settings;
-    for (const auto& [k, v] : sp.params)
-      if (!is_connection_param(k)) settings.emplace_back(canonical_param_name(k), v);
-    if (const std::string* options = sp.find("options")) {
-      if (!parse_options(*options, settings)) {
-        co_await send_error(ss::kFeatureNotSupported, "unsupported startup option in \"options\"", true,
-                            "pgward accepts only -c name=value and --name=value");
-        co_return LoginResult::closed;
-      }
+    auto settings = pr::startup_settings(sp);
+    if (!settings) {
+      co_await send_error(ss::kFeatureNotSupported, "unsupported startup option in \"options\"", true,
+                          "pgward accepts only -c name=value and --name=value");
+      co_return LoginResult::closed;
     }
 
     // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
@@ -346,7 +284,7 @@ asio::awaitable<Session::LoginResult> Session::startup() {
       co_await send_error(ss::kInvalidCatalogName, what, true);
       co_return LoginResult::closed;
     }
-    for (auto& [k, v] : settings) client_params_[k] = std::move(v);
+    for (auto& [k, v] : *settings) client_params_[k] = std::move(v);
     co_return LoginResult::ok;
   }
 }
@@ -514,6 +452,13 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
   spdlog::debug("client {} restores session state on server {}: {}", id_, server.id(), sql);
   auto err = co_await server.run_internal(sql, &client_params_);
   if (err) co_return err;
+  // PostgreSQL reports a setting only when its value changed, so a SET of a value the server already had in
+  // another spelling ("Postgres,MDY" over "Postgres, MDY") comes back silent: the server's last report is the
+  // value in force either way, spelt as PostgreSQL spells it.
+  for (const std::string* k : differing) {
+    if (auto it = server.params.find(*k); it != server.params.end() && defaults.contains(*k))
+      client_params_[*k] = it->second;
+  }
   // The server does not report these; remember what we set.
   for (auto& name : unreported) {
     server.params[name] = client_params_[name];

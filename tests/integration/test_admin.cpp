@@ -394,6 +394,126 @@ TEST(Admin, TokenAndGarbage) {
   EXPECT_TRUE(pgward.running());
 }
 
+// One raw request to the admin port with exactly these header lines (no Host added), body empty.
+HttpResponse raw_request(int port, const std::string& method, const std::string& target,
+                         const std::string& headers, const std::string& body = "") {
+  return http_raw(port, method + " " + target + " HTTP/1.1\r\n" + headers + "Connection: close\r\n" +
+                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+}
+
+// Whether any database is paused, as /api/config lists them.
+bool any_paused(int admin_port) {
+  const auto config = http(admin_port, "GET", "/api/config");
+  EXPECT_EQ(config.status, 200) << config.body;
+  return config.body.find("\"paused\":[\"") != std::string::npos;
+}
+
+// A web page cannot make a browser pause the databases: neither a cross-origin form POST, nor a request
+// through a DNS name rebound to 127.0.0.1. Command-line clients (curl sends Host with the port, no Origin)
+// and scrapers that use a foreign Host for /metrics keep working.
+TEST(Admin, BrowserForgedRequestsAreRefused) {
+  const int admin_port = free_port();
+  Pgward pgward(admin_config(admin_port));
+  ASSERT_TRUE(wait_until([&] { return http(admin_port, "GET", "/health/live").status == 200; }, 10s));
+  const std::string here = "Host: 127.0.0.1:" + std::to_string(admin_port) + "\r\n";
+
+  // What <form method=post action=http://127.0.0.1:9930/api/pause> on http://evil.example sends.
+  auto r = raw_request(admin_port, "POST", "/api/pause",
+                       here +
+                           "Origin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n"
+                           "Content-Type: application/x-www-form-urlencoded\r\n",
+                       "database=app");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("\"error\""), std::string::npos) << r.body;
+  // The same from a browser that sends no Origin: the form's Content-Type gives it away.
+  for (const char* type :
+       {"application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain;charset=UTF-8"}) {
+    r = raw_request(admin_port, "POST", "/api/pause", here + "Content-Type: " + type + "\r\n");
+    EXPECT_EQ(r.status, 403) << type << ": " << r.body;
+  }
+  // DNS rebinding: the browser sends the attacker's name as Host.
+  r = raw_request(admin_port, "POST", "/api/pause",
+                  "Host: evil.example:" + std::to_string(admin_port) + "\r\n");
+  EXPECT_EQ(r.status, 421) << r.body;
+  r = raw_request(admin_port, "GET", "/api/config",
+                  "Host: evil.example:" + std::to_string(admin_port) + "\r\n");
+  EXPECT_EQ(r.status, 421) << r.body;
+  r = raw_request(admin_port, "POST", "/api/reload", "");
+  EXPECT_EQ(r.status, 421) << "no Host at all: " << r.body;
+
+  // Nothing was paused: the pool says so, readiness says so, and a transaction goes through at once.
+  EXPECT_FALSE(any_paused(admin_port));
+  EXPECT_EQ(http(admin_port, "GET", "/health/ready").status, 200);
+  {
+    Conn c = pgward.connect();
+    ASSERT_TRUE(c.ok()) << c.error();
+    auto v = exec_within(c, "SELECT 1", 2s);
+    ASSERT_TRUE(v.has_value()) << "a refused pause must not hold transactions";
+    EXPECT_EQ(PQgetvalue(v->get(), 0, 0), std::string("1"));
+  }
+
+  // Scrapers and probes use whatever Host they were configured with.
+  for (const char* path : {"/metrics", "/health/live", "/health/ready"}) {
+    r = raw_request(admin_port, "GET", path, "Host: 10.244.0.17:9930\r\n");
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+  }
+  const auto metrics = http(admin_port, "GET", "/metrics").body;
+  EXPECT_EQ(sample(metrics, "pgward_admin_requests_refused_total", "reason=\"origin\""), 1.0) << metrics;
+  EXPECT_EQ(sample(metrics, "pgward_admin_requests_refused_total", "reason=\"content_type\""), 3.0);
+  EXPECT_EQ(sample(metrics, "pgward_admin_requests_refused_total", "reason=\"host\""), 3.0);
+
+  // What `curl -X POST http://127.0.0.1:PORT/api/pause` sends still works, as does a JSON client.
+  r = raw_request(admin_port, "POST", "/api/pause", here + "User-Agent: curl/7.88.1\r\nAccept: */*\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(any_paused(admin_port));
+  r = raw_request(admin_port, "POST", "/api/resume",
+                  "Host: localhost:" + std::to_string(admin_port) + "\r\nContent-Type: application/json\r\n" +
+                      "Origin: http://localhost:" + std::to_string(admin_port) + "\r\n",
+                  "{}");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(any_paused(admin_port));
+}
+
+// The real curl, as operators' scripts call it.
+TEST(Admin, CurlPostStillWorks) {
+  const int admin_port = free_port();
+  Pgward pgward(admin_config(admin_port));
+  ASSERT_TRUE(wait_until([&] { return http(admin_port, "GET", "/health/live").status == 200; }, 10s));
+  const std::string base = "http://127.0.0.1:" + std::to_string(admin_port);
+  auto curl = [&](const std::string& args) {
+    return std::system(("curl -fsS -o /dev/null -m 10 " + args + " >/dev/null 2>&1").c_str());
+  };
+  EXPECT_EQ(curl("-X POST " + base + "/api/pause"), 0);
+  EXPECT_TRUE(any_paused(admin_port));
+  EXPECT_EQ(curl("-X POST " + base + "/api/resume"), 0);
+  EXPECT_FALSE(any_paused(admin_port));
+  EXPECT_EQ(curl("-X POST http://localhost:" + std::to_string(admin_port) + "/api/reload"), 0);
+  // `curl -d` sends a form: that is what a browser sends too.
+  EXPECT_NE(curl("-d database=app " + base + "/api/pause"), 0);
+  EXPECT_FALSE(any_paused(admin_port));
+}
+
+// With a token, a request that carries it may name the admin port however it likes (a page cannot know the
+// token); without it, the Host must still be one of the port's own.
+TEST(Admin, TokenBearerMayUseAnyHost) {
+  const int admin_port = free_port();
+  Pgward pgward(admin_config(admin_port, "mode = \"transaction\"\nsize = 4\n", "token = \"s3cret\"\n"));
+  ASSERT_TRUE(wait_until([&] { return http(admin_port, "GET", "/health/live").status == 200; }, 10s));
+  auto r = raw_request(admin_port, "POST", "/api/pause",
+                       "Host: pgward.internal:9930\r\nAuthorization: Bearer s3cret\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = raw_request(admin_port, "POST", "/api/resume", "Host: pgward.internal:9930\r\n");
+  EXPECT_EQ(r.status, 421) << r.body;
+  r = raw_request(
+      admin_port, "POST", "/api/resume",
+      "Host: pgward.internal:9930\r\nAuthorization: Bearer s3cret\r\nOrigin: http://evil.example\r\n");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_TRUE(any_paused(admin_port));
+  r = raw_request(admin_port, "POST", "/api/resume",
+                  "Host: pgward.internal:9930\r\nAuthorization: Bearer s3cret\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
 // Runs `BEGIN; SELECT pg_sleep; COMMIT` on `clients` connections until stop; counts outcomes.
 struct Load {
   std::atomic<bool> stop{false};
