@@ -853,6 +853,15 @@ std::optional<double> sample(const std::string& exposition, const std::string& n
   return std::nullopt;
 }
 
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
 RawClient::RawClient(int port, std::chrono::milliseconds timeout) {
   fd_ = connect_loopback(port, timeout);
   if (fd_ < 0) throw std::runtime_error("connect to port " + std::to_string(port) + ": " + strerror(errno));

@@ -176,6 +176,9 @@ HttpResponse http(int port, const std::string& method, const std::string& target
 std::optional<double> sample(const std::string& exposition, const std::string& name,
                              const std::string& label_part = "");
 
+// VmRSS of a process in KiB, -1 when it cannot be read.
+long rss_kib(pid_t pid);
+
 // fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.
 pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);

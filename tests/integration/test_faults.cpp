@@ -722,16 +722,6 @@ TEST(Faults, PostgresRestartDuringTpcbLoad) {
 
 // ---- a client that does not read ----
 
-// VmRSS of a process in KiB, -1 when it cannot be read.
-long rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
 TEST(Faults, MessageOverMaxBufferPerClientIsRefusedAndSessionGoesOn) {
   PgwardConfig config = faults_config(1);
   config.proxy += "max_buffer_per_client = \"64kB\"\n";

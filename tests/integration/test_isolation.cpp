@@ -1,7 +1,6 @@
 // Isolation: whatever one client sends, by mistake or on purpose, it cannot stall, cancel, read or break
 // another client's work. Each test plays the hostile client against the real binary in transaction mode.
 #include <atomic>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -179,25 +178,9 @@ TEST(Isolation, StatementNamesInsideOtherCommandsMatchPostgres) {
 
 // ---- relay: no server goes back with a message half-forwarded, no cancel reaches another client ----
 
-// One unlabelled sample, or one whose labels are spelled exactly as in `series` ("name{a=\"b\"}"); -1 when
-// absent.
-double metric(int admin_port, const std::string& series) {
-  const HttpResponse r = http(admin_port, "GET", "/metrics");
-  std::size_t at = 0;
-  while ((at = r.body.find(series + " ", at)) != std::string::npos) {
-    if (at == 0 || r.body[at - 1] == '\n') return std::stod(r.body.substr(at + series.size() + 1));
-    at += series.size();
-  }
-  return -1;
-}
-
-long rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
-  }
-  return -1;
+// One sample from pgward's /metrics; -1 when absent.
+double metric(int admin_port, const std::string& name, const std::string& label_part = "") {
+  return sample(http(admin_port, "GET", "/metrics").body, name, label_part).value_or(-1);
 }
 
 // Sends two queries in one write and returns the first column of each result ("" when none came).
@@ -314,7 +297,7 @@ TEST(Isolation, CancelFloodNeverCancelsAnotherClientsQuery) {
   EXPECT_EQ(others_cancelled.load(), 0) << "of " << others_done.load() << " queries of other clients";
   EXPECT_EQ(others_failed.load(), 0);
   EXPECT_GT(others_done.load(), 100);
-  EXPECT_GT(metric(pgward.admin_port(), "pgward_cancel_requests_total{result=\"forwarded\"}"), 0);
+  EXPECT_GT(metric(pgward.admin_port(), "pgward_cancel_requests_total", "result=\"forwarded\""), 0);
   // The flood still did what a cancel does, to its own client.
   EXPECT_GT(own_cancelled.load(), 0);
 }
