@@ -168,8 +168,12 @@ run_mode() {
   out="$out_root/$mode"
   rm -rf "$out"
   mkdir -p "$out"
-  # pg_regress runs as the postgres user: the server writes into its results/ (COPY ... TO a file).
-  [ "$(id -u)" -eq 0 ] && chown postgres: "$out"
+  # pg_regress runs as the postgres user: the server writes into its results/ (COPY ... TO a file), so that user
+  # must reach the tree and own the output directory.
+  if [ "$(id -u)" -eq 0 ]; then
+    chmod o+rx "$root" 2>/dev/null || true
+    chown postgres: "$out"
+  fi
 
   pg_port="$(free_port)"
   pg_start "$dir" "$pg_port"
