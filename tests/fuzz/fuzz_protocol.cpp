@@ -1,12 +1,14 @@
 // libFuzzer target over everything that parses untrusted bytes: framing, the startup packet, every body
-// parser, the prepared-statement message views and both SCRAM roles. Any crash, over-read (ASan) or undefined
-// behaviour (UBSan) is a finding. Run with scripts/fuzz.sh.
+// parser, the prepared-statement message views, the SQL statement-name scanner and both SCRAM roles. Any
+// crash, over-read (ASan) or undefined behaviour (UBSan) is a finding. Run with scripts/fuzz.sh.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string_view>
 
 #include "protocol/auth.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/sql_text.hpp"
 #include "proxy/prepared.hpp"
 
 namespace pr = pgward::protocol;
@@ -35,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.empty()) return 0;
   const std::string_view rest = in.substr(1);
 
-  switch (static_cast<unsigned char>(in[0]) % 4) {
+  switch (static_cast<unsigned char>(in[0]) % 5) {
     case 0: {  // a stream of typed messages, as the relay walks it
       std::string_view buf = rest;
       for (;;) {
@@ -73,6 +75,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       (void)pr::auth::parse_scram_verifier(rest);
       (void)pr::auth::base64_decode(rest);
+      break;
+    }
+    case 4: {  // a client's SQL text, and a server error about it
+      const auto scan = pr::sql::scan_statement_refs(rest);
+      std::size_t last = 0;
+      for (const auto& r : scan.refs) {
+        // Every reported range lies inside the text, in order: the session rewrites the text by these.
+        if (r.name_len != 0 && (r.name_pos < last || r.name_pos + r.name_len > rest.size())) std::abort();
+        if (r.stmt_pos + r.stmt_len > rest.size()) std::abort();
+        if (r.name_len != 0) last = r.name_pos + r.name_len;
+      }
+      (void)pr::sql::may_name_statements(rest);
+      (void)pgward::proxy::translate_error(rest,
+                                           {{"pgw_x", "q", 3, 5, 1}, {"pgw_missing", "\"Odd\"", 20, 11, 5}});
       break;
     }
   }
