@@ -25,9 +25,23 @@ bool space(unsigned char c) {
 
 // PostgreSQL's lexer ("Lexical Structure" in the docs), reduced to the token boundaries a statement scanner
 // needs. `complete` goes false when the text ends inside a comment, string or quoted identifier.
+// Bytes of the character starting with `lead` in a client-only encoding (PostgreSQL's pg_*_mblen): what
+// matters is that a trailing byte, which may be 0x5C, is never taken for a backslash.
+std::size_t char_len(std::string_view encoding, unsigned char lead, unsigned char next) {
+  if (lead < 0x80) return 1;
+  if (encoding == "SJIS" || encoding == "SHIFT_JIS_2004")
+    return (lead >= 0x81 && lead <= 0x9f) || (lead >= 0xe0 && lead <= 0xfc) ? 2 : 1;
+  if (encoding == "GB18030") return next >= 0x30 && next <= 0x39 ? 4 : 2;
+  if (encoding == "JOHAB")
+    return (lead >= 0x84 && lead <= 0xd3) || (lead >= 0xd8 && lead <= 0xde) || (lead >= 0xe0 && lead <= 0xf9)
+               ? 2
+               : 1;
+  return 2;  // BIG5, GBK, UHC: every byte from 0x80 leads a two-byte character
+}
+
 class Lexer {
  public:
-  explicit Lexer(std::string_view text) : s_(text) {}
+  Lexer(std::string_view text, const Dialect& dialect) : s_(text), d_(dialect) {}
 
   bool next(Token& t) {
     skip_blank();
@@ -36,7 +50,7 @@ class Lexer {
     t.folded.clear();
     const unsigned char c = s_[i_];
     if (c == '\'') {
-      quoted_string(false);
+      quoted_string(d_.backslash_quotes);
       t.type = Token::Type::string;
     } else if ((c == 'e' || c == 'E') && peek(1) == '\'') {
       ++i_;
@@ -107,7 +121,10 @@ class Lexer {
   // At the opening quote. '' is a quote; with backslash escapes (E'...') so is \'.
   void quoted_string(bool backslash) {
     for (++i_; i_ < s_.size(); ++i_) {
-      if (backslash && s_[i_] == '\\') {
+      const auto c = static_cast<unsigned char>(s_[i_]);
+      if (backslash && c >= 0x80 && !d_.client_only_encoding.empty()) {
+        i_ += char_len(d_.client_only_encoding, c, static_cast<unsigned char>(peek(1))) - 1;
+      } else if (backslash && c == '\\') {
         ++i_;
       } else if (s_[i_] == '\'') {
         if (peek(1) == '\'') {
@@ -158,6 +175,7 @@ class Lexer {
   }
 
   std::string_view s_;
+  const Dialect& d_;
   std::size_t i_ = 0;
   bool complete_ = true;
 };
@@ -245,9 +263,9 @@ void scan_statement(std::string_view sql, const std::vector<Token>& t, Scan& out
 
 }  // namespace
 
-Scan scan_statement_refs(std::string_view sql) {
+Scan scan_statement_refs(std::string_view sql, const Dialect& dialect) {
   Scan out;
-  Lexer lex(sql);
+  Lexer lex(sql, dialect);
   std::vector<Token> stmt;
   Token t;
   while (lex.next(t)) {
@@ -262,6 +280,27 @@ Scan scan_statement_refs(std::string_view sql) {
   scan_statement(sql, stmt, out);
   out.complete = lex.complete();
   return out;
+}
+
+std::string_view client_only_encoding(std::string_view client_encoding) {
+  static constexpr std::string_view kClientOnly[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
+                                                     "UHC",  "GB18030",        "JOHAB"};
+  std::string upper;
+  for (char c : client_encoding) {
+    if (c != '_' && c != '-') upper += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c;
+  }
+  for (std::string_view e : kClientOnly) {
+    std::string plain;
+    for (char c : e)
+      if (c != '_') plain += c;
+    if (plain == upper) return e;
+  }
+  // PostgreSQL's aliases for them.
+  if (upper == "SHIFTJIS" || upper == "MSKANJI" || upper == "WIN932" || upper == "WINDOWS932") return "SJIS";
+  if (upper == "WIN950" || upper == "WINDOWS950") return "BIG5";
+  if (upper == "WIN936" || upper == "WINDOWS936") return "GBK";
+  if (upper == "WIN949" || upper == "WINDOWS949") return "UHC";
+  return {};
 }
 
 bool mentions_ci(std::string_view text, std::string_view word) {

@@ -42,8 +42,22 @@ struct Scan {
   bool complete = true;        // false when the text ends inside a string, comment or quoted identifier
 };
 
+// How the client's text is to be read, as PostgreSQL would read it in this session.
+struct Dialect {
+  // standard_conforming_strings = off: backslash escapes in every '...' string, not only in E'...'.
+  bool backslash_quotes = false;
+  // A client encoding whose multibyte characters may hold a 0x5C byte that is no backslash (SJIS, BIG5, GBK,
+  // UHC, GB18030, JOHAB: PostgreSQL converts them before it lexes); empty for encodings where a 0x5C byte is
+  // always a backslash.
+  std::string_view client_only_encoding;
+};
+
 // Every prepared-statement name the text refers to, in order.
-Scan scan_statement_refs(std::string_view sql);
+Scan scan_statement_refs(std::string_view sql, const Dialect& dialect = {});
+
+// The encodings PostgreSQL accepts only from clients, as Dialect::client_only_encoding wants them ("" for the
+// others); `client_encoding` is the setting's value in any case.
+std::string_view client_only_encoding(std::string_view client_encoding);
 
 // Whether the text may name a prepared statement at all: a cheap test (no tokenising) for the hot path. False
 // guarantees scan_statement_refs() finds nothing.

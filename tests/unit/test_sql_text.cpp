@@ -74,6 +74,29 @@ TEST(SqlText, PositionsAndBody) {
   EXPECT_EQ(sql.substr(r.stmt_pos, r.stmt_len), "PREPARE \"My\" (int) AS SELECT $1");
 }
 
+TEST(SqlText, StringsAsTheSessionReadsThem) {
+  using V = std::vector<std::pair<Kind, std::string>>;
+  // With standard_conforming_strings off, \' does not end a string: PostgreSQL sees three statements.
+  const std::string sql = "SELECT 'a\\' '; PREPARE x AS SELECT 1; SELECT ' \\' '";
+  EXPECT_TRUE(refs(sql).empty());
+  std::vector<std::pair<Kind, std::string>> off;
+  for (const auto& r : scan_statement_refs(sql, {.backslash_quotes = true, .client_only_encoding = {}}).refs)
+    off.emplace_back(r.kind, r.name);
+  EXPECT_EQ(off, (V{{Kind::prepare, "x"}}));
+  // In SJIS, 0x83 0x5C is one character (katakana SO): its second byte is no backslash.
+  const std::string sjis = "SELECT E'\x83\x5c'; EXECUTE y; SELECT E'\x83\x5c'";
+  std::vector<std::pair<Kind, std::string>> seen;
+  for (const auto& r :
+       scan_statement_refs(sjis, {.backslash_quotes = false, .client_only_encoding = "SJIS"}).refs)
+    seen.emplace_back(r.kind, r.name);
+  EXPECT_EQ(seen, (V{{Kind::execute, "y"}}));
+  EXPECT_EQ(client_only_encoding("sjis"), "SJIS");
+  EXPECT_EQ(client_only_encoding("Shift_JIS"), "SJIS");
+  EXPECT_EQ(client_only_encoding("GB18030"), "GB18030");
+  EXPECT_EQ(client_only_encoding("UTF8"), "");
+  EXPECT_EQ(client_only_encoding("LATIN1"), "");
+}
+
 TEST(SqlText, CheapFilter) {
   EXPECT_FALSE(may_name_statements("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
   EXPECT_TRUE(may_name_statements("explain ExEcUtE q"));
