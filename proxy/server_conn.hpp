@@ -59,6 +59,10 @@ class ServerConn final : public pool::Server {
   // (some may have been evicted since). Another client's checkout closes them first.
   std::uint64_t sql_owner = 0;
   std::vector<std::string> sql_statements;
+  // Statements evicted by a query that made new ones: closed before the next batch, once that query has run.
+  std::vector<std::string> evicted;
+  // CancelRequests sent for this server and not yet taken by PostgreSQL: it is not reused until they are.
+  int cancels_in_flight = 0;
 
   // Receive buffer: bytes [rpos, rend) are unread.
   std::string rbuf;

@@ -35,10 +35,16 @@ constexpr std::uint32_t kMaxLoginMessage = 8 * 1024;
 constexpr std::uint32_t kMaxServerMessage = 0x40000000 + 64;
 constexpr std::string_view kParseComplete{"1\0\0\0\4", 5};
 
-// The session parameters every client keeps across servers (the GUC_REPORT ones clients care about).
-constexpr std::string_view kTrackedParams[] = {
-    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
-    "application_name"};
+// Parameters the server reports (ParameterStatus) that no session can SET: they are the server's, not the
+// client's, and never restored. Every other reported parameter is part of each client's session.
+constexpr std::string_view kServerOwnedParams[] = {"server_version",    "server_encoding",
+                                                   "integer_datetimes", "in_hot_standby",
+                                                   "is_superuser",      "session_authorization"};
+
+bool server_owned(std::string_view name) {
+  return std::find(std::begin(kServerOwnedParams), std::end(kServerOwnedParams), name) !=
+         std::end(kServerOwnedParams);
+}
 
 }  // namespace
 
@@ -91,10 +97,21 @@ void Session::watch_stall(bool mid_message) {
     }
     return;
   }
+  // The deadline runs from the start of the message now unfinished: a client streaming many messages (a
+  // long COPY) is never stalled, one that stops inside a message is. The clock is read only on reads that
+  // end inside a message.
+  if (!stall_armed_ || stall_messages_ != messages_seen_) {
+    stall_messages_ = messages_seen_;
+    stall_since_ = std::chrono::steady_clock::now();
+  }
   if (stall_armed_) return;
   if (!stall_timer_) stall_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
   stall_armed_ = true;
-  stall_timer_->expires_after(config_->client_message_timeout);
+  arm_stall_timer(stall_since_ + config_->client_message_timeout);
+}
+
+void Session::arm_stall_timer(std::chrono::steady_clock::time_point at) {
+  stall_timer_->expires_at(at);
   stall_timer_->async_wait(
       [weak = weak_from_this(), gen = ++stall_generation_](const boost::system::error_code& ec) {
         if (ec) return;
@@ -104,6 +121,14 @@ void Session::watch_stall(bool mid_message) {
 
 void Session::stall_expired(std::uint64_t generation) {
   if (!stall_armed_ || generation != stall_generation_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto deadline = stall_since_ + config_->client_message_timeout;
+  if (now < deadline || !reading_client_) {
+    // A newer message started since the timer was set, or pgward itself is busy (writing to a slow server):
+    // not the client's stall.
+    arm_stall_timer(now < deadline ? deadline : now + config_->client_message_timeout);
+    return;
+  }
   stalled_ = true;
   stats::add(proxy_.stats().client_message_timeouts);
   boost::system::error_code ec;
@@ -119,7 +144,9 @@ asio::awaitable<bool> Session::fill_client() {
     // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory. (A
     // swap: assigning an empty string keeps the old allocation in libstdc++.)
     std::string().swap(cbuf_);
+    reading_client_ = true;
     auto [wec] = co_await client_.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+    reading_client_ = false;
     if (wec) co_return false;
   }
   if (cpos_ > 0) {
@@ -137,8 +164,10 @@ asio::awaitable<bool> Session::fill_client() {
   }
   client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
+  reading_client_ = true;
   auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
                                                   as_tuple(asio::deferred));
+  reading_client_ = false;
   if (ec) co_return false;
   cend_ += n;
   track_.received(n);
@@ -392,10 +421,11 @@ asio::awaitable<bool> Session::finish_login() {
     }
   }
 
+  // A client that did not ask for a reported setting has the server's default for it, wherever it lands: a
+  // value another client gave at startup (default_transaction_read_only, say) never reaches it.
   const auto defaults = pool_->pool.server_params();
-  for (auto name : kTrackedParams) {
-    auto it = defaults.find(name);
-    if (it != defaults.end() && !client_params_.contains(name)) client_params_.emplace(name, it->second);
+  for (const auto& [name, value] : defaults) {
+    if (!server_owned(name) && !client_params_.contains(name)) client_params_.emplace(name, value);
   }
 
   key_ = proxy_.register_client(
@@ -609,7 +639,8 @@ bool Session::releasable() const {
   // under way), and cancels on their way to this server all keep it: released, it would carry the rest of a
   // message, or a cancel, to the next client.
   return pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 && client_pass_ == 0 &&
-         !server_write_busy_ && cancels_in_flight_ == 0 && database_->pool.mode != config::PoolMode::session;
+         !server_write_busy_ && server_->cancels_in_flight == 0 &&
+         database_->pool.mode != config::PoolMode::session;
 }
 
 void Session::request_release() {
@@ -625,11 +656,11 @@ void Session::forward_cancel() {
     spdlog::info("client {}: cancel request while no server is linked: ignored", id_);
     return;
   }
-  if (cancels_in_flight_ > 0) {  // one is on its way to this very server: a second adds nothing
+  if (server_->cancels_in_flight > 0) {  // one is on its way to this very server: a second adds nothing
     stats::add(global.cancel_coalesced);
     return;
   }
-  ++cancels_in_flight_;
+  ++server_->cancels_in_flight;
   stats::add(global.cancel_forwarded);
   asio::co_spawn(
       client_.get_executor(),
@@ -642,7 +673,7 @@ void Session::forward_cancel() {
 }
 
 void Session::cancel_done(ServerConn& server, CancelDelivery delivery) {
-  --cancels_in_flight_;
+  --server.cancels_in_flight;
   if (delivery == CancelDelivery::unsure) {
     stats::add(proxy_.stats().cancel_unsure);
     spdlog::warn("client {}: PostgreSQL did not confirm a cancel for server {}: it will not be reused", id_,
@@ -722,13 +753,14 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       const std::size_t text_end = p->tail.find('\0');
       const std::string_view text = p->tail.substr(0, text_end);
       if (pr::sql::may_name_statements(text)) {
-        const pr::sql::Scan scan = pr::sql::scan_statement_refs(text);
+        const pr::sql::Scan scan = pr::sql::scan_statement_refs(text, dialect());
         if (scan.refs.empty()) {
           if (mentions_ci(text, "dealloc") || mentions_ci(text, "discard")) forget_server_statements();
         } else {
           Expect::Extra notes;
           rewritten = rewrite_statement_names(text, scan, wire, false, notes);
           if (!notes.error_code.empty()) {
+            close_missing(wire, false);
             put_describe(wire, 'S', kMissingStatement);
             expect(pr::fe::kDescribe, Expect::On::error);
             expects_.back().more().error_code = std::move(notes.error_code);
@@ -737,6 +769,9 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
           }
           rewritten += p->tail.substr(text_end);  // the parameter types
           p->tail = rewritten;
+          // It runs at an Execute later in the batch, or never: the client's names go now, as they always did
+          // through the extended protocol.
+          forget_on_success(notes);
         }
       }
       if (p->name.empty()) {
@@ -756,6 +791,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       if (statements_.contains(name)) {
         // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would
         // be.
+        close_missing(wire, false);
         put_describe(wire, 'S', kMissingStatement);
         expect(pr::fe::kDescribe, Expect::On::error);
         expects_.back().more().error_code = "42P05";
@@ -820,7 +856,10 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       } else {
         missing = "prepared statement \"" + std::string(statement) + "\" does not exist";
       }
-      if (!missing.empty()) server_name = kMissingStatement;
+      if (!missing.empty()) {
+        server_name = kMissingStatement;
+        close_missing(wire, false);
+      }
 
       if (type == pr::fe::kBind) {
         put_bind(wire, bind->portal, server_name, bind->rest);
@@ -923,17 +962,49 @@ void Session::drop_foreign_sql_statements(std::string& wire) {
     s.sql_owner = id_;
     return;
   }
+  for (const std::string& name : s.sql_statements) s.statements.erase(name);
+  close_on_server(wire, s.sql_statements);
+  s.sql_statements.clear();
+  s.sql_owner = id_;
+}
+
+void Session::close_on_server(std::string& wire, const std::vector<std::string>& names) {
   // Close, not DEALLOCATE: closing a statement that is gone already is no error.
-  for (const std::string& name : s.sql_statements) {
+  bool any = false;
+  for (const std::string& name : names) {
+    if (server_->statements.contains(name)) continue;  // made again since
     put_close(wire, 'S', name);
     expect(pr::fe::kClose, Expect::On::swallow);
-    s.statements.erase(name);
+    any = true;
   }
+  if (!any) return;
   pr::put_sync(wire);
   expect(pr::fe::kSync, Expect::On::swallow);
   ++pending_;
-  s.sql_statements.clear();
-  s.sql_owner = id_;
+}
+
+void Session::close_missing(std::string& wire, bool simple_query) {
+  put_close(wire, 'S', kMissingStatement);
+  expect(pr::fe::kClose, Expect::On::swallow);
+  if (simple_query) {
+    pr::put_sync(wire);
+    expect(pr::fe::kSync, Expect::On::swallow);
+    ++pending_;
+  }
+}
+
+pr::sql::Dialect Session::dialect() const {
+  pr::sql::Dialect d;
+  if (auto it = client_params_.find("standard_conforming_strings"); it != client_params_.end())
+    d.backslash_quotes = it->second == "off";
+  if (auto it = client_params_.find("client_encoding"); it != client_params_.end())
+    d.client_only_encoding = pr::sql::client_only_encoding(it->second);
+  return d;
+}
+
+void Session::forget_on_success(const Expect::Extra& x) {
+  if (x.forget_all) statements_.clear();
+  for (const std::string& name : x.forget) statements_.erase(name);
 }
 
 std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql::Scan& scan,
@@ -948,10 +1019,11 @@ std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql
       case Kind::deallocate_all:
       case Kind::discard_all:
         // DEALLOCATE ALL / DISCARD ALL reach the server as they are: they drop every statement there, which
-        // pgward then forgets (other clients' shared statements are parsed again on their next use).
-        statements_.clear();
+        // pgward forgets at once (other clients' shared statements are parsed again on their next use, Close
+        // first). The client's own names go only if the query succeeds. SQL-made names stay listed, so that
+        // the next client's checkout closes them whatever happened.
         server_->statements.clear();
-        server_->sql_statements.clear();
+        notes.forget_all = true;
         if (ref.kind == Kind::discard_all) {
           for (const auto& name : server_->set_unreported) server_->params.erase(name);
           server_->set_unreported.clear();
@@ -991,14 +1063,16 @@ std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql
         if (it == statements_.end() || !make_present(it->second, wire, simple_query)) {
           // Not this client's: whatever the name looks like, PostgreSQL answers 26000 for it.
           server_name = kMissingStatement;
+          if (!notes.uses_missing) close_missing(wire, simple_query);
+          notes.uses_missing = true;
           break;
         }
         server_name = it->second->server_name;
         if (ref.kind == Kind::deallocate) {
           // The server copy goes, so that the command tag and any error are PostgreSQL's own; other clients
-          // that share it get it parsed again on their next use.
+          // that share it get it parsed again on their next use. The client's name goes once it succeeded.
           server_->statements.erase(server_name);
-          statements_.erase(it);
+          notes.forget.push_back(ref.name);
         }
         break;
       }
@@ -1027,7 +1101,7 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, std
     expect(pr::fe::kQuery);
     return false;
   }
-  const pr::sql::Scan scan = pr::sql::scan_statement_refs(*sql);
+  const pr::sql::Scan scan = pr::sql::scan_statement_refs(*sql, dialect());
   if (scan.refs.empty()) {
     if (mentions_ci(*sql, "dealloc") || mentions_ci(*sql, "discard")) forget_server_statements();
     expect(pr::fe::kQuery);
@@ -1038,24 +1112,16 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, std
   const std::string text = rewrite_statement_names(*sql, scan, wire, true, notes);
   pr::put_query(wire, text);
   expect(pr::fe::kQuery);
-  if (!notes.swaps.empty() || !notes.prepared.empty()) {
+  if (!notes.swaps.empty() || !notes.prepared.empty() || notes.forget_all || !notes.forget.empty()) {
     Expect::Extra& x = expects_.back().more();
     x.swaps = std::move(notes.swaps);
     x.prepared = std::move(notes.prepared);
+    x.forget = std::move(notes.forget);
+    x.forget_all = notes.forget_all;
   }
-  bool closed = false;
-  for (const std::string& name : notes.evicted) {
-    if (server_->statements.contains(name)) continue;  // used again later in the same query
-    stats::add(pool_->stats.prepared_evictions);
-    put_close(wire, 'S', name);
-    expect(pr::fe::kClose, Expect::On::swallow);
-    closed = true;
-  }
-  if (closed) {
-    pr::put_sync(wire);
-    expect(pr::fe::kSync, Expect::On::swallow);
-    ++pending_;
-  }
+  // Closed before the client's next batch, once this query has made them (see client_loop).
+  stats::add(pool_->stats.prepared_evictions, notes.evicted.size());
+  for (std::string& name : notes.evicted) server_->evicted.push_back(std::move(name));
   pos += message.size();
   span = pos;
   return true;
@@ -1159,9 +1225,11 @@ Session::Disposition Session::answer(char type, std::string_view body, ServerCon
     while (!expects_.empty()) {
       Expect e = std::move(expects_.front());
       expects_.pop_front();
-      if (ends_with_sync(e.request))
+      if (ends_with_sync(e.request)) {
+        if (e.extra) forget_on_success(*e.extra);  // still there: no error undid it
         return e.on == Expect::On::swallow || e.on == Expect::On::txid ? Disposition::drop
                                                                        : Disposition::forward;
+      }
       undo(e, server, false);
     }
     return Disposition::forward;
@@ -1339,6 +1407,7 @@ asio::awaitable<void> Session::client_loop() {
         client_want_ = total;  // fill_client makes room for it (bounded by max_buffer_per_client)
         break;
       }
+      ++messages_seen_;  // taken up from here on (a message read whole comes back here until it is)
       const bool whole = cend_ - pos >= total;
       const std::string_view message = std::string_view(cbuf_).substr(pos, std::min(total, cend_ - pos));
       if (discard_until_sync_) {
@@ -1381,6 +1450,13 @@ asio::awaitable<void> Session::client_loop() {
         if (rewrite_) drop_foreign_sql_statements(wire_);
       }
       const bool fresh = pending_ == 0 && !ext_open_;  // this message starts a new batch
+      if (fresh && !server_->evicted.empty() && type != pr::fe::kCopyData && type != pr::fe::kCopyDone &&
+          type != pr::fe::kCopyFail) {
+        wire_.append(cbuf_, span, pos - span);
+        span = pos;
+        close_on_server(wire_, server_->evicted);
+        server_->evicted.clear();
+      }
       track_frontend(type);
       note_in_flight(type, message, whole);
       if (too_big || over_budget) {
@@ -1476,6 +1552,7 @@ void Session::refuse_message(char type, std::string_view sqlstate, std::string m
   // The server fails a stand-in for it (a Query or a Describe of a statement that does not exist), so that a
   // transaction block or an extended-protocol batch is aborted exactly as PostgreSQL would; the error text is
   // then replaced with pgward's.
+  close_missing(wire_, type == pr::fe::kQuery);
   if (type == pr::fe::kQuery) {
     pr::put_query(wire_, "EXECUTE " + std::string(kMissingStatement));
   } else {
@@ -1624,6 +1701,7 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     }
     if (!sent) {
       client_gone_ = true;
+      client_write_failed_ = true;
       s.consume(pos - s.rpos);
       break;
     }
@@ -1635,19 +1713,22 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     }
     if (statement_violation) {
       s.consume(6);  // the ReadyForQuery reporting the open transaction
-      if (pending_ != 0 || ext_open_) {
+      if (pending_ != 0 || ext_open_ || server_write_busy_ || client_pass_ > 0) {
         // The client pipelined more behind the transaction block: its replies would mix with the rollback's.
         co_await send_error(ss::kFeatureNotSupported,
                             "transaction blocks are not allowed in statement pooling mode", true);
         unlink(false);
         co_return;
       }
+      resolving_ = true;  // client_loop holds the client's next messages until this is answered
       auto err = co_await s.run_internal("ROLLBACK");
       co_await send_error(ss::kFeatureNotSupported,
                           "transaction blocks are not allowed in statement pooling mode", false);
       tx_status_ = pr::kTxIdle;
       co_await send_ready_for_query();
-      unlink(!err && s.rpos == s.rend);
+      resolving_ = false;
+      if (resolved_) resolved_->cancel();
+      unlink(!err && s.rpos == s.rend && s.cancels_in_flight == 0);
       co_return;
     }
     // Decided before the write to the client, checked again after it: while that write was under way,
@@ -1664,10 +1745,12 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
   if (server_ != server) co_return;  // already released
   if (client_gone_) {
     const bool clean = pending_ == 0 && !ext_open_ && tx_status_ == pr::kTxIdle && server_pass_ == 0 &&
-                       client_pass_ == 0 && cancels_in_flight_ == 0 && s.rpos == s.rend;
+                       client_pass_ == 0 && !server_write_busy_ && s.cancels_in_flight == 0 &&
+                       s.rpos == s.rend;
     if (!farewell_.empty()) {
-      // Nothing is half-written to the client unless a server message is: then the farewell cannot be said.
-      if (server_pass_ == 0) co_await send_client(farewell_);
+      // Nothing is half-written to the client unless a server message is, or a write broke off: then the
+      // farewell cannot be said.
+      if (server_pass_ == 0 && !client_write_failed_) co_await send_client(farewell_);
       farewell_.clear();
       boost::system::error_code ec;
       client_.close(ec);

@@ -76,6 +76,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // client_message_timeout: armed while a client message is unfinished, disarmed at a message boundary.
   void watch_stall(bool mid_message);
   void stall_expired(std::uint64_t generation);
+  void arm_stall_timer(std::chrono::steady_clock::time_point at);
   // Back to the usual client buffer once the large message that needed more is handled.
   void shrink_client_buffer();
 
@@ -129,7 +130,11 @@ class Session : public std::enable_shared_from_this<Session> {
       std::vector<NameSwap> swaps;
       std::vector<std::pair<std::string, StatementPtr>> prepared;
       std::vector<std::string> evicted;  // server statements to close once the query has run
-      bool unnamed_parse = false;        // the client's own unnamed Parse
+      // DEALLOCATE / DISCARD ALL: the client's names they drop, forgotten only once the query succeeded.
+      std::vector<std::string> forget;
+      bool forget_all = false;
+      bool uses_missing = false;   // the text names kMissingStatement (a name the client does not have)
+      bool unnamed_parse = false;  // the client's own unnamed Parse
       bool injected_unnamed = false;
       StatementPtr prev_unnamed;
       bool prev_unnamed_on_server = false;
@@ -164,6 +169,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // Statements this server holds that another client made with SQL PREPARE: closed before this client's
   // first message, so that no client ever reaches another's.
   void drop_foreign_sql_statements(std::string& wire);
+  // Closes, before the client's next batch, what an earlier query's PREPAREs evicted; and what
+  // drop_foreign_sql_statements() closes. One Close per name and one Sync.
+  void close_on_server(std::string& wire, const std::vector<std::string>& names);
+  // The client state a successful query's DEALLOCATE / DISCARD ALL drops.
+  void forget_on_success(const Expect::Extra& x);
+  // Closes kMissingStatement on the server before a stand-in uses it: whatever a client may have created
+  // under that name by means pgward cannot see (dynamic SQL), the stand-in then fails as it must.
+  void close_missing(std::string& wire, bool simple_query);
+  // How PostgreSQL reads this client's SQL text now (standard_conforming_strings, client_encoding).
+  protocol::sql::Dialect dialect() const;
   void forget_server_statements();
   // Refuses one client message by having the server fail a stand-in for it, appended to wire_, with
   // `sqlstate` and `message` as the error the client gets.
@@ -191,6 +206,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool relaying_ = false;            // client_loop runs (login has its own timeout)
   bool stalled_ = false;             // client_message_timeout fired
   bool stall_armed_ = false;
+  bool reading_client_ = false;       // fill_client waits for the client's bytes
+  std::uint64_t messages_seen_ = 0;   // client message headers read so far
+  std::uint64_t stall_messages_ = 0;  // messages_seen_ when the unfinished message was first seen
+  std::chrono::steady_clock::time_point stall_since_{};
   std::uint64_t stall_generation_ = 0;
   std::unique_ptr<asio::steady_timer> stall_timer_;
   // An ErrorResponse for the client that ends the session; said by whichever side writes to the client
@@ -218,13 +237,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t server_pass_ = 0;  // bytes of the current server message still to forward unexamined
   std::size_t server_drop_ = 0;  // bytes of the current server message still to discard
   bool client_gone_ = false;
-  bool server_write_busy_ = false;  // client_loop is writing to the linked server
-  bool release_wanted_ = false;     // see request_release()
-  int cancels_in_flight_ = 0;       // CancelRequests sent to the linked server, not yet taken
-  bool cancel_unsure_ = false;      // one may still arrive: the server is closed, never reused
-  std::int64_t client_waits_ = 0;   // the client's own Sync, Query and FunctionCall messages among pending_
-  bool in_doubt_ = false;           // see note_in_flight(); cleared when the server is idle again
-  bool unnamed_may_commit_ = true;  // the client's last unnamed Parse could be a COMMIT
+  bool server_write_busy_ = false;    // client_loop is writing to the linked server
+  bool client_write_failed_ = false;  // server_loop's write to the client broke off
+  bool release_wanted_ = false;       // see request_release()
+  bool cancel_unsure_ = false;        // one may still arrive: the server is closed, never reused
+  std::int64_t client_waits_ = 0;     // the client's own Sync, Query and FunctionCall messages among pending_
+  bool in_doubt_ = false;             // see note_in_flight(); cleared when the server is idle again
+  bool unnamed_may_commit_ = true;    // the client's last unnamed Parse could be a COMMIT
   // commit_resolution = "verify": the transaction id learnt just before the COMMIT in flight ("" when the
   // transaction wrote nothing and so has none); nullopt when not learnt.
   std::optional<std::string> commit_txid_;

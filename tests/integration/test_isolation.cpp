@@ -156,6 +156,11 @@ TEST(Isolation, StatementNamesInsideOtherCommandsMatchPostgres) {
       "PREPARE bad AS SELECT nosuchcolumn FROM pg_class",
       "PREPARE  \"Odd Name\"  AS SELECT 1 + 'x'",
       "EXECUTE bad",
+      "BEGIN",
+      "SELECT 1/0",
+      "DEALLOCATE ALL",
+      "ROLLBACK",
+      "EXECUTE q(3)",
       "EXPLAIN EXECUTE nosuch(1)",
       "CREATE TABLE " + table + "_2 AS EXECUTE nosuch",
       "SELECT 1; PREPARE r AS SELECT 2; EXECUTE r; SELECT 1/0",
@@ -174,6 +179,46 @@ TEST(Isolation, StatementNamesInsideOtherCommandsMatchPostgres) {
   const auto through = run(pgward.port());
   ASSERT_EQ(direct.size(), through.size());
   for (std::size_t i = 0; i < direct.size(); ++i) EXPECT_EQ(through[i], direct[i]) << script[i];
+}
+
+TEST(Isolation, EvictingPrepareStillReleasesItsServer) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(1) + "wait_timeout = \"5s\"\nmax_prepared_statements = 2\n"});
+  Conn first = pgward.connect();
+  Conn second = pgward.connect();
+  ASSERT_TRUE(first.ok() && second.ok());
+  for (int i = 0; i < 4; ++i)
+    exec(first, "PREPARE e" + std::to_string(i) + " AS SELECT " + std::to_string(i));
+  // The last PREPAREs evicted older statements: the server must still go back, for the other client.
+  EXPECT_EQ(query_value(second, "SELECT 'served'"), "served");
+  EXPECT_EQ(query_value(first, "EXECUTE e0"), "0");
+  EXPECT_EQ(query_value(first, "EXECUTE e3"), "3");
+}
+
+TEST(Isolation, StatementPlantedUnderPgwardsNameIsNeverRunForOthers) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(1)});
+  Conn planter = pgward.connect();
+  Conn victim = pgward.connect();
+  ASSERT_TRUE(planter.ok() && victim.ok());
+  // Dynamic SQL that pgward cannot read creates a statement under the name pgward's stand-ins use.
+  exec(planter, "DO $$BEGIN EXECUTE 'PREPARE pgw_missing AS SELECT ''planted''::text'; END$$");
+  Result unknown(PQexec(victim, "EXECUTE nosuch"));
+  EXPECT_EQ(sqlstate(unknown.get()), "26000");
+  Result bound(PQexecPrepared(victim, "nosuch", 0, nullptr, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(bound.get()), "26000");
+}
+
+TEST(Isolation, StartupSettingsOfOneClientNeverReachTheNext) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(1)});
+  // Reported settings beyond the usual ones, given at startup both ways.
+  Conn first = Conn::connect(pgward.conninfo() + " options='-c default_transaction_read_only=on'");
+  ASSERT_TRUE(first.ok()) << first.error();
+  EXPECT_EQ(query_value(first, "SHOW default_transaction_read_only"), "on");
+  Conn second = pgward.connect();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(query_value(second, "SHOW default_transaction_read_only"), "off");
+  EXPECT_STREQ(PQparameterStatus(second, "default_transaction_read_only"), "off");
+  // And the first keeps its own on the same (only) server.
+  EXPECT_EQ(query_value(first, "SHOW default_transaction_read_only"), "on");
 }
 
 // ---- relay: no server goes back with a message half-forwarded, no cancel reaches another client ----
@@ -243,6 +288,32 @@ TEST(Isolation, ClientStalledMidMessageIsClosedAndItsServerNotReused) {
   EXPECT_EQ(parse_error(*last)['C'], "08P01");
   EXPECT_TRUE(attacker.wait_closed());
   EXPECT_GE(metric(pgward.admin_port(), "pgward_client_message_timeouts_total"), 1);
+}
+
+TEST(Isolation, SlowSteadyCopyIsNotAStall) {
+  Pgward pgward(PgwardConfig{.proxy = "client_message_timeout = \"1s\"\n", .pool = pool_toml(1)});
+  Conn setup = pgward.connect();
+  const std::string table = unique_name("slow_copy");
+  exec(setup, "CREATE TABLE " + table + " (line text)");
+  RawClient client(pgward.port());
+  client.login(trust_login_params());
+  ASSERT_TRUE(client.send(wire::query("COPY " + table + " FROM STDIN")));
+  auto started = client.read_message();
+  ASSERT_TRUE(started.has_value());
+  ASSERT_EQ(started->type, 'G');
+  // 30 rows over about 3 s, every write ending inside a CopyData message: always mid-message, never stalled.
+  std::string pending;
+  for (int i = 0; i < 30; ++i) pending += wire::message('d', "row " + std::to_string(i) + "\n");
+  const std::size_t step = pending.size() / 30 + 3;
+  for (std::size_t at = 0; at < pending.size(); at += step) {
+    ASSERT_TRUE(client.send(pending.substr(at, step)));
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(client.send(wire::message('c', "")));
+  EXPECT_EQ(message_signature(client.read_until_ready()), "C(COPY 30) Z(I)");
+  EXPECT_EQ(query_value(setup, "SELECT count(*) FROM " + table), "30");
+  EXPECT_EQ(metric(pgward.admin_port(), "pgward_client_message_timeouts_total"), 0);
+  exec(setup, "DROP TABLE " + table);
 }
 
 TEST(Isolation, CancelFloodNeverCancelsAnotherClientsQuery) {
