@@ -4,6 +4,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
+# The PgBouncer to compare with: the anchor build beside the repository (shared/anchors) when there is one, else
+# the machine's (Debian's 1.18); BENCH_PGBOUNCER chooses another binary.
+pgb_bin="${BENCH_PGBOUNCER:-}"
+if [ -z "$pgb_bin" ]; then
+  pgb_bin=pgbouncer
+  [ -x "$repo/../shared/anchors/pgbouncer-1.25.2" ] && pgb_bin="$(cd "$repo/../shared/anchors" && pwd)/pgbouncer-1.25.2"
+fi
+pgb_version="$("$pgb_bin" --version 2>/dev/null | head -1)"
 
 # ---------------------------------------------------------------- knobs
 quick="${BENCH_QUICK:-0}"
@@ -187,10 +195,16 @@ TOML
 pgb_runuser_pid=""
 start_pgbouncer() {
   local t=pgbouncer port d="$dir/pgbouncer"
-  if ! command -v pgbouncer >/dev/null; then
+  if ! command -v "$pgb_bin" >/dev/null; then
     DOWN_REASON[$t]="pgbouncer is not installed"
     return 1
   fi
+  # PgBouncer 1.21 and later pool protocol-level prepared statements too: give it the same cache as pgward.
+  local prepared=""
+  case "$pgb_version" in
+    *" 1.1"[0-9]* | *" 1.20"*) ;;
+    *) prepared="max_prepared_statements = 200" ;;
+  esac
   port="$(free_port)"
   mkdir -p "$d"
   echo '"postgres" ""' >"$d/userlist.txt"
@@ -217,15 +231,16 @@ log_disconnections = 0
 log_pooler_errors = 1
 log_stats = 0
 stats_period = 3600
+$prepared
 INI
   chown -R postgres: "$d"
   rm -f "$d/pgbouncer.pid"
   if [ "$(id -u)" -eq 0 ]; then
     # runuser goes through PAM, which may lower the soft open-files limit again: raise it inside.
-    runuser -u postgres -- sh -c 'ulimit -n "$1" 2>/dev/null; exec pgbouncer "$2"' sh "$(ulimit -n)" \
-      "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
+    runuser -u postgres -- sh -c 'ulimit -n "$1" 2>/dev/null; exec "$2" "$3"' sh "$(ulimit -n)" \
+      "$pgb_bin" "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
   else
-    pgbouncer "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
+    "$pgb_bin" "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
   fi
   pgb_runuser_pid=$!
   PORT[$t]=$port
@@ -433,7 +448,6 @@ stamp="$(date +%Y-%m-%d-%H%M)-$(hostname -s)"
 outdir="$repo/bench/results"
 mkdir -p "$outdir"
 pg_version="$("$PG_BIN/postgres" --version 2>/dev/null)"
-pgb_version="$(pgbouncer --version 2>/dev/null | head -1)"
 pgward_version="$("$pgward_bin" --version 2>/dev/null | head -1)"
 down_json="$(for t in "${targets[@]}"; do [ -n "${DOWN_REASON[$t]:-}" ] && printf '%s\t%s\n' "$t" "${DOWN_REASON[$t]}"; done)"
 export BENCH_META_TARGETS="${targets[*]}" BENCH_META_SCENARIOS="$scenarios" BENCH_META_DURATION="$duration" \
