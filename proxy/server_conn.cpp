@@ -1,5 +1,6 @@
 #include "proxy/server_conn.hpp"
 
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -123,6 +124,26 @@ asio::awaitable<CancelDelivery> send_cancel_request(asio::any_io_executor exec, 
   if (closed.index() == 1) co_return CancelDelivery::unsure;
   spdlog::info("cancel request forwarded to {}:{}", target.host, target.port);
   co_return CancelDelivery::delivered;
+}
+
+ParamsFingerprint params_fingerprint(const Params& params) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  for (const auto& [k, v] : params) {  // sorted; each string with its length, so no two maps read alike
+    for (const std::string* s : {&k, &v}) {
+      const std::uint64_t n = s->size();
+      EVP_DigestUpdate(ctx, &n, sizeof n);
+      EVP_DigestUpdate(ctx, s->data(), s->size());
+    }
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  ParamsFingerprint out{};
+  std::memcpy(out.data(), digest, sizeof out);
+  if (out == ParamsFingerprint{}) out[0] = 1;  // all zero means "unknown"
+  return out;
 }
 
 ProxyError error_from_fields(std::string_view body, std::string_view fallback) {
@@ -315,6 +336,7 @@ asio::awaitable<ServerConn::QueryResult> ServerConn::run_query(std::string_view 
       case pr::be::kParameterStatus:
         if (auto ps = pr::parse_parameter_status(msg->body)) {
           params[std::string(ps->first)] = ps->second;
+          params_match = {};
           if (mirror) {
             if (auto it = mirror->find(ps->first); it != mirror->end()) it->second = ps->second;
           }

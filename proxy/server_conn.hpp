@@ -2,6 +2,7 @@
 // receive buffer, and the parameters the server currently has in force.
 #pragma once
 
+#include <array>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
@@ -36,6 +37,11 @@ struct ProxyError {
   std::string detail;
 };
 
+// 128 bits of SHA-256 over a client's settings: equal fingerprints mean equal settings, even for settings a
+// hostile client chose to collide.
+using ParamsFingerprint = std::array<std::uint64_t, 2>;
+ParamsFingerprint params_fingerprint(const Params& params);
+
 class ServerConn final : public pool::Server {
  public:
   explicit ServerConn(asio::any_io_executor exec);
@@ -53,6 +59,9 @@ class ServerConn final : public pool::Server {
   Params params;
   // Names pgward SET that the server does not report (so that RESET is needed before another client).
   std::vector<std::string> set_unreported;
+  // The fingerprint of a client's settings that `params` and `set_unreported` were last found to match
+  // (see params_fingerprint()); all zero when unknown. Whatever changes them clears it.
+  ParamsFingerprint params_match{};
   // Prepared statements this server holds under pgward's names (bounded by max_prepared_statements).
   ServerStatements statements;
   // Statements made by SQL PREPARE are one client's alone: the client they belong to, and their server names

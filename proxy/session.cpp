@@ -427,6 +427,7 @@ asio::awaitable<bool> Session::finish_login() {
   for (const auto& [name, value] : defaults) {
     if (!server_owned(name) && !client_params_.contains(name)) client_params_.emplace(name, value);
   }
+  client_params_changed_ = true;
 
   key_ = proxy_.register_client(
       std::make_shared<CancelSlot>(CancelSlot{weak_from_this(), client_.get_executor()}));
@@ -450,7 +451,9 @@ asio::awaitable<bool> Session::finish_login() {
 // server checkout
 
 asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& server) {
-  // The common case, every value already in place, costs a few map lookups and no allocation.
+  // The common case: the server was last found to match settings equal to this client's. One comparison.
+  if (std::exchange(client_params_changed_, false)) client_fingerprint_ = params_fingerprint(client_params_);
+  if (server.params_match == client_fingerprint_) co_return std::nullopt;
   std::vector<const std::string*> differing;
   for (const auto& [k, v] : client_params_) {
     auto it = server.params.find(k);
@@ -459,7 +462,12 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
   const bool stale_unreported =
       std::any_of(server.set_unreported.begin(), server.set_unreported.end(),
                   [&](const std::string& n) { return !client_params_.contains(n); });
-  if (differing.empty() && !stale_unreported) co_return std::nullopt;
+  if (differing.empty() && !stale_unreported) {
+    server.params_match = client_fingerprint_;
+    co_return std::nullopt;
+  }
+  server.params_match = {};
+  client_params_changed_ = true;  // the server's reports may respell what the client asked for
 
   const auto defaults = pool_->pool.server_params();
   std::string sql;
@@ -1027,6 +1035,7 @@ std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql
         if (ref.kind == Kind::discard_all) {
           for (const auto& name : server_->set_unreported) server_->params.erase(name);
           server_->set_unreported.clear();
+          server_->params_match = {};
         }
         continue;
       case Kind::prepare: {
@@ -1658,7 +1667,11 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
         if (type == pr::be::kParameterStatus) {
           if (auto ps = pr::parse_parameter_status(body)) {
             s.params[std::string(ps->first)] = ps->second;
-            if (auto it = client_params_.find(ps->first); it != client_params_.end()) it->second = ps->second;
+            s.params_match = {};
+            if (auto it = client_params_.find(ps->first); it != client_params_.end()) {
+              it->second = ps->second;
+              client_params_changed_ = true;
+            }
           }
         } else {
           auto st = pr::parse_ready_for_query(body);
@@ -1763,6 +1776,7 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
       track_.closing_end();
       for (const auto& name : s.set_unreported) s.params.erase(name);
       s.set_unreported.clear();
+      s.params_match = {};
     }
     unlink(reusable);
     co_return;

@@ -225,6 +225,10 @@ class Session : public std::enable_shared_from_this<Session> {
   PoolEntry* pool_ = nullptr;
   std::string user_;
   Params client_params_;  // what this client has in force, whatever server it lands on
+  // params_fingerprint(client_params_), recomputed only after client_params_ changed (login, a SET reported
+  // back).
+  ParamsFingerprint client_fingerprint_{};
+  bool client_params_changed_ = true;
   protocol::CancelRequest key_{};
   bool registered_ = false;
   bool counted_ = false;

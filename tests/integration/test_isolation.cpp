@@ -221,6 +221,21 @@ TEST(Isolation, StartupSettingsOfOneClientNeverReachTheNext) {
   EXPECT_EQ(query_value(first, "SHOW default_transaction_read_only"), "on");
 }
 
+TEST(Isolation, ReportedSettingOneClientSetsStaysWithIt) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(1)});
+  Conn setter = pgward.connect();
+  Conn other = pgward.connect();  // the same startup settings as the setter
+  ASSERT_TRUE(setter.ok() && other.ok());
+  const std::string before = query_value(other, "SHOW TimeZone");
+  for (int i = 0; i < 3; ++i) {
+    exec(setter, "SET TimeZone = 'Asia/Tokyo'");
+    EXPECT_EQ(query_value(other, "SHOW TimeZone"), before);
+    EXPECT_EQ(query_value(setter, "SHOW TimeZone"), "Asia/Tokyo");
+    exec(setter, "RESET TimeZone");
+    EXPECT_EQ(query_value(setter, "SHOW TimeZone"), before);
+  }
+}
+
 // ---- relay: no server goes back with a message half-forwarded, no cancel reaches another client ----
 
 // One sample from pgward's /metrics; -1 when absent.
