@@ -104,7 +104,7 @@ done
 setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all \
   env -i "${env_vars[@]}" "${args[@]}" >"$TMP/pgward.log" 2>&1 &
 pid=$!
-cleanup_hooks+=("kill -KILL $pid 2>/dev/null")
+cleanup_hooks+=("kill -KILL $pid; wait $pid")
 if wait_status "$admin_port" /health/live 200; then
   ok "/health/live answers 200"
 else

@@ -12,7 +12,7 @@ chmod 755 "$TMP"
 cleanup_hooks=()
 cleanup() {
   local hook
-  for hook in "${cleanup_hooks[@]}"; do eval "$hook" || true; done
+  for hook in "${cleanup_hooks[@]}"; do eval "$hook" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT

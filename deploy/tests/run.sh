@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 passed=0
 failed=0
 start=$SECONDS
-for test in container systemd k8s alerts dashboard; do
+for test in container systemd k8s alerts dashboard dashboard_prometheus; do
   echo "== deploy/tests/$test.sh"
   if bash "./$test.sh"; then
     passed=$((passed + 1))
