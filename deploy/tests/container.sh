@@ -12,9 +12,11 @@ source "$(dirname "$0")/lib.sh"
 need_build
 dockerfile="${PGWARD_DOCKERFILE:-$DEPLOY_DIR/container/Dockerfile}"
 
-# The runtime stage: everything after the last FROM, continuation lines joined.
-runtime="$(awk '/^FROM /{buf=""} {buf = buf $0 "\n"} END{printf "%s", buf}' "$dockerfile" \
-  | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | grep -v '^\s*#')"
+# The Dockerfile with continuation lines joined and comments dropped; the runtime stage is what follows the last
+# FROM, the build stage what precedes it.
+joined="$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$dockerfile" | grep -v '^\s*#')"
+runtime="$(awk '/^FROM /{buf=""} {buf = buf $0 "\n"} END{printf "%s", buf}' <<<"$joined")"
+build_stage="$(awk '/^FROM /{n++} n == 1' <<<"$joined")"
 instruction() { grep -E "^$1 " <<<"$runtime" | sed -E "s/^$1 +//"; }
 json_args() { "$PYTHON" -c 'import json, sys; print("\n".join(json.loads(sys.stdin.read())))'; }
 
@@ -29,6 +31,12 @@ mapfile -t entrypoint < <(instruction ENTRYPOINT | json_args)
 mapfile -t cmd < <(instruction CMD | json_args)
 mapfile -t healthcheck < <(instruction HEALTHCHECK | sed -E 's/.*CMD +//' | json_args)
 check "the runtime stage installs packages ($(echo $packages))" test -n "$packages"
+# The build stage compiles with what scripts/install-deps.sh gives the test machines, so this build is its build.
+build_packages="$(grep -o 'apt-get install [^&]*' <<<"$build_stage" | head -n 1 | tr -s ' ' '\n' \
+  | grep -Ev '^(apt-get|install|-.*|)$' | sort -u)"
+not_in_deps="$(for p in $build_packages; do grep -qE "(^|[ (])$p( |$)" "$REPO_DIR/scripts/install-deps.sh" || echo "$p"; done)"
+check "the build stage's packages are among scripts/install-deps.sh's${not_in_deps:+ (not there: $(echo $not_in_deps))}" \
+  test -n "$build_packages" -a -z "$not_in_deps"
 check "the runtime stage copies the binary from the build stage ($binary_src -> $binary_dst)" \
   test -n "$binary_src" -a -n "$binary_dst"
 check "the runtime stage runs as a numeric non-root uid:gid ($user)" \
