@@ -74,9 +74,13 @@ psql_pgward -c 'SELECT 1/0' >/dev/null 2>&1 || true                             
 # A server lost under its client, outside a transaction block: 08007.
 psql_pgward -c "SELECT pg_sleep(5) /* lost */" >/dev/null 2>&1 &
 lost_pid=$!
-sleep 1
-terminated="$(psql -X -At -h "$pg_dir" -p "$pg_port" -U postgres -d postgres -c "SELECT count(pg_terminate_backend(pid))
-  FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5) /* lost */%'")"
+terminated=0
+for _ in $(seq 50); do  # once its query runs on the server (login and checkout may take a moment under load)
+  terminated="$(psql -X -At -h "$pg_dir" -p "$pg_port" -U postgres -d postgres -c "SELECT count(pg_terminate_backend(pid))
+    FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5) /* lost */%'")"
+  [ "$terminated" = 0 ] || break
+  sleep 0.1
+done
 check "a server terminated under its client" test "$terminated" = 1
 curl -s -X POST "http://127.0.0.1:$admin_port/api/reload" >/dev/null                  # a config reload
 wait "$bench_pid" || bad "pgbench through pgward: $(tail -5 "$TMP/pgbench.log")"
