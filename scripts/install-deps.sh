@@ -13,7 +13,10 @@ packages=(
   python3 python3-psycopg
   libpostgresql-jdbc-java openjdk-17-jdk-headless
   procps iproute2 util-linux
+  curl python3-yaml systemd
 )
+# kubectl (for `kubectl kustomize` in deploy/tests/k8s.sh): the machine's own if it has one, else Debian's.
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 # Node.js and npm for the node-postgres driver test: the machine's own if it has them, else Debian's.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

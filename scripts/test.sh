@@ -13,6 +13,10 @@ echo "== release build"
 bash scripts/build.sh
 ctest --test-dir build --output-on-failure --timeout 1800 "$@"
 
+# The deployment files (container, systemd, Kubernetes, Prometheus alerts) checked against that build.
+echo "== deploy tests"
+bash deploy/tests/run.sh
+
 # The same suites again with AddressSanitizer + UndefinedBehaviorSanitizer: every integration test then also checks
 # that the proxy never reads or writes out of bounds, leaks, or hits undefined behaviour on hostile input.
 echo "== ASan+UBSan build"
