@@ -554,20 +554,28 @@ int count_backends(PGconn* direct, const std::string& user, const std::string& d
 }
 
 int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket: " + std::string(strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+  // The kernel may hand out the same ephemeral port again once it is released: never give one out twice in a
+  // run, so that two listeners of one pgward (proxy and admin) cannot be told to share a port.
+  static std::mutex mu;
+  static std::set<int> given;
+  for (;;) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket: " + std::string(strerror(errno)));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = 0;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      close(fd);
+      throw std::runtime_error("bind: " + std::string(strerror(errno)));
+    }
     close(fd);
-    throw std::runtime_error("bind: " + std::string(strerror(errno)));
+    const int port = ntohs(addr.sin_port);
+    std::lock_guard lock(mu);
+    if (given.insert(port).second) return port;
   }
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
