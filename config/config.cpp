@@ -49,23 +49,8 @@ bool iequals(std::string_view a, std::string_view b) {
   return std::ranges::equal(a, b, [](char x, char y) { return to_lower(x) == to_lower(y); });
 }
 
-// Quotes a value for an error message; control characters are escaped so the message stays on one line.
-std::string in_quotes(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
+// Quotes a value for an error message, as TOML would: the message stays on one line.
+std::string in_quotes(std::string_view text) { return toml_quote(text); }
 
 // Parses an unsigned decimal with no sign, spaces or other characters; nullopt on overflow.
 std::optional<std::uint64_t> parse_unsigned(std::string_view text) {
@@ -782,6 +767,23 @@ std::optional<Duration> parse_duration(std::string_view text) {
   const std::uint64_t ms = *whole * unit_ms + (fraction * unit_ms + scale / 2) / scale;
   if (ms > max_ms) return std::nullopt;
   return Duration(static_cast<Duration::rep>(ms));
+}
+
+std::string toml_quote(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 std::optional<Endpoint> parse_endpoint(std::string_view text) {

@@ -138,6 +138,9 @@ Config load_config(const std::string& path, const Config* previous = nullptr);
 std::optional<Duration> parse_duration(std::string_view text);
 // "127.0.0.1:6432", "[::1]:6432", "localhost:6432"; nullopt when malformed.
 std::optional<Endpoint> parse_endpoint(std::string_view text);
+// TEXT as a TOML basic string: "..." with quotes, backslashes and control characters escaped. Error messages
+// quote values the same way.
+std::string toml_quote(std::string_view text);
 // 1048576, "64MB", "512kB", "1GB" (powers of 1024, as PostgreSQL does); nullopt when malformed.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
