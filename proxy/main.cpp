@@ -1,4 +1,5 @@
-// pgward: the command line (see README "Command line"): --config FILE, --check-config FILE, --version.
+// pgward: the command line (see README "Command line"): --config FILE, --check-config FILE, --version,
+// --import-pgbouncer INI [--userlist FILE].
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -6,9 +7,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
+#include <string>
 
 #include "admin/admin.hpp"
 #include "config/config.hpp"
+#include "config/pgbouncer_import.hpp"
 #include "proxy/proxy.hpp"
 
 #ifndef PGWARD_VERSION
@@ -20,8 +24,30 @@ namespace {
 int usage(std::ostream& os, int code) {
   os << "usage: pgward --config FILE        run the proxy in the foreground (logs to stderr)\n"
         "       pgward --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
-        "       pgward --version\n";
+        "       pgward --version\n"
+        "       pgward --import-pgbouncer PGBOUNCER_INI [--userlist FILE]\n"
+        "                                   print the equivalent pgward TOML on stdout, warnings on stderr\n";
   return code;
+}
+
+// --import-pgbouncer INI [--userlist FILE]: the configuration on stdout, one line per setting left out on
+// stderr.
+int import_pgbouncer(int argc, char** argv) {
+  std::optional<std::string> userlist;
+  if (argc == 5 && std::strcmp(argv[3], "--userlist") == 0) {
+    userlist = argv[4];
+  } else if (argc != 3) {
+    return usage(std::cerr, 2);
+  }
+  try {
+    const auto result = pgward::config::import_pgbouncer(argv[2], userlist);
+    for (const std::string& warning : result.warnings) std::cerr << warning << "\n";
+    std::cout << result.toml;
+    return 0;
+  } catch (const pgward::config::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
 }
 
 }  // namespace
@@ -33,6 +59,7 @@ int main(int argc, char** argv) {
   }
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0))
     return usage(std::cout, 0);
+  if (argc >= 2 && std::strcmp(argv[1], "--import-pgbouncer") == 0) return import_pgbouncer(argc, argv);
   if (argc != 3) return usage(std::cerr, 2);
 
   const std::string mode = argv[1];

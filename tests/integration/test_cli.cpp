@@ -1,8 +1,12 @@
-// The command line as README and interface.md describe it: --check-config and --version on the real binary.
+// The command line as README and interface.md describe it: --check-config, --version and --import-pgbouncer
+// on the real binary.
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 
 #include "harness.hpp"
@@ -62,6 +66,59 @@ TEST(Cli, CheckConfigNamesFileAndLineOfTheProblem) {
   const CliRun missing = run_pgward("--check-config /nonexistent/pgward.toml");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_EQ(missing.output.rfind("/nonexistent/pgward.toml:", 0), 0u) << missing.output;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// --import-pgbouncer prints a configuration that --check-config accepts, with what it left out on stderr.
+TEST(Cli, ImportPgbouncerOutputPassesCheckConfig) {
+  const std::string dir = "/tmp/" + unique_name("pgward-cli-import");
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  std::ofstream(dir + "/pgbouncer.ini")
+      << "[databases]\n"
+         "app = host=127.0.0.1 port=5432 dbname=app password='a b' pool_size=5\n"
+         "reports = host=127.0.0.1 dbname=reports pool_mode=session\n"
+         "[pgbouncer]\n"
+         "listen_addr = 127.0.0.1\n"
+         "listen_port = 6499\n"
+         "auth_type = md5\n"
+         "auth_file = userlist.txt\n"
+         "admin_users = admin\n"
+         "query_wait_timeout = 2.5\n";
+  std::ofstream(dir + "/userlist.txt") << "\"alice\" \"secret\"\n";
+
+  const std::string import_cmd = std::string(PGWARD_BINARY) + " --import-pgbouncer " + dir +
+                                 "/pgbouncer.ini --userlist " + dir + "/userlist.txt >" + dir +
+                                 "/pgward.toml 2>" + dir + "/warnings.txt";
+  const int status = std::system(import_cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << read_all(dir + "/warnings.txt");
+  EXPECT_EQ(
+      read_all(dir + "/warnings.txt"),
+      dir +
+          "/pgbouncer.ini:9: admin_users: not supported: pgward has no console users setting; use the admin "
+          "HTTP port ([admin] listen)\n");
+
+  // The users file travels as a commented block after the configuration: save it without the "# ".
+  const std::string toml = read_all(dir + "/pgward.toml");
+  const auto block = toml.find("# users.toml");
+  ASSERT_NE(block, std::string::npos) << toml;
+  std::istringstream lines(toml.substr(toml.find('\n', block) + 1));
+  std::ofstream users(dir + "/users.toml");
+  for (std::string line; std::getline(lines, line);) users << line.substr(2) << "\n";
+  users.close();
+
+  const CliRun check = run_pgward("--check-config " + dir + "/pgward.toml");
+  EXPECT_EQ(check.exit_code, 0) << check.output << toml;
+
+  std::ofstream(dir + "/bad.ini") << "[pgbouncer]\nmax_client_conn = many\n";
+  const CliRun bad = run_pgward("--import-pgbouncer " + dir + "/bad.ini");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.output, dir + "/bad.ini:2: max_client_conn: expected a whole number, got \"many\"\n");
+  EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
 TEST(Cli, VersionAndUsage) {
