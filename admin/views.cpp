@@ -305,6 +305,7 @@ asio::awaitable<Readiness> check_ready(proxy::Proxy& p) {
   Obj unreachable;
   bool any_unreachable = false;
   for (const auto& db : cfg->databases) {
+    if (db.name == config::kFallbackDatabase) continue;  // no database of its own to reach
     const std::string why = co_await probe(db);
     if (why.empty()) continue;
     any_unreachable = true;

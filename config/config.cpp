@@ -655,6 +655,11 @@ class ConfigReader {
       }
     }
     if (!has_name) source_.fail(database.line, "[[database]] needs a name");
+    if (database.name == kFallbackDatabase && !database.dbname.empty()) {
+      source_.fail(database.line,
+                   "the fallback database \"*\" serves each database under the client's name: it "
+                   "takes no dbname");
+    }
     if (database.dbname.empty()) database.dbname = database.name;
     if (database.pool.min_size > database.pool.size) {
       source_.fail(lines.min_size != 0 ? lines.min_size
@@ -704,6 +709,17 @@ ConfigError::ConfigError(std::string file, int line, std::string reason)
 const Database* Config::find_database(std::string_view name) const {
   const auto it = std::ranges::find(databases, name, &Database::name);
   return it == databases.end() ? nullptr : &*it;
+}
+
+std::optional<Database> Config::resolve_database(std::string_view name) const {
+  if (name == kFallbackDatabase) return std::nullopt;  // the fallback itself is not a database to connect to
+  if (const Database* database = find_database(name)) return *database;
+  const Database* fallback = find_database(kFallbackDatabase);
+  if (!fallback) return std::nullopt;
+  Database database = *fallback;
+  database.name = name;
+  database.dbname = name;
+  return database;
 }
 
 const std::string* Config::find_user_secret(std::string_view name) const {

@@ -60,6 +60,9 @@ struct PoolSettings {
   bool operator==(const PoolSettings&) const = default;
 };
 
+// The name of the [[database]] that serves every database name not listed.
+constexpr std::string_view kFallbackDatabase = "*";
+
 struct Database {
   std::string name;  // what clients put in dbname
   std::string host = "127.0.0.1";
@@ -113,6 +116,9 @@ struct Config {
   std::vector<Database> databases;
 
   const Database* find_database(std::string_view name) const;
+  // The database a client asking for NAME gets: its [[database]], or else the `*` fallback with name and
+  // dbname set to NAME (so that each database name gets its own pools); nullopt when neither exists.
+  std::optional<Database> resolve_database(std::string_view name) const;
   const std::string* find_user_secret(std::string_view name) const;
   const protocol::auth::ScramVerifier* find_scram_verifier(std::string_view name) const;
 };

@@ -253,7 +253,7 @@ ReloadResult Proxy::reload() {
   {
     std::lock_guard lock(pools_mu_);
     for (auto& [key, entry] : pools_) {
-      if (const auto* db = fresh->find_database(key.first)) {
+      if (const auto db = fresh->resolve_database(key.first)) {
         entry->removed = false;
         entry->pool.update_settings(db->pool);
         entry->set_target(make_target(*fresh, *db, key.second));
@@ -271,7 +271,7 @@ ReloadResult Proxy::reload() {
   }
   // New databases with a fixed server user get their pool now, so that min_size warms it.
   for (const auto& db : fresh->databases)
-    if (db.user) pool_for(db, *db.user);
+    if (db.user && db.name != config::kFallbackDatabase) pool_for(db, *db.user);
   stats::add(stats_.reloads_ok);
   stats_.last_reload_success_time =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -311,7 +311,7 @@ bool Proxy::is_paused_locked(const std::string& database) const {
 }
 
 bool Proxy::pause(const std::string& database) {
-  if (!database.empty() && !config()->find_database(database)) return false;
+  if (!database.empty() && !config()->resolve_database(database)) return false;
   std::lock_guard lock(pools_mu_);
   std::lock_guard pause_lock(pause_mu_);
   if (database.empty()) {
@@ -326,7 +326,7 @@ bool Proxy::pause(const std::string& database) {
 }
 
 bool Proxy::resume(const std::string& database) {
-  const bool known = database.empty() || config()->find_database(database);
+  const bool known = database.empty() || config()->resolve_database(database);
   std::lock_guard lock(pools_mu_);
   std::lock_guard pause_lock(pause_mu_);
   if (!known && std::ranges::find(paused_dbs_, database) == paused_dbs_.end()) return false;
@@ -422,7 +422,7 @@ int Proxy::run() {
 
   // Pools with a fixed server user exist from the start, so that min_size warms them before the first client.
   for (const auto& db : cfg->databases)
-    if (db.user) pool_for(db, *db.user);
+    if (db.user && db.name != config::kFallbackDatabase) pool_for(db, *db.user);
   start_upkeep();
 
   asio::signal_set signals(main_, SIGINT, SIGTERM, SIGHUP);

@@ -307,7 +307,8 @@ asio::awaitable<Session::LoginResult> Session::startup() {
     // in learns nothing about which databases exist.
     config_ = proxy_.config();
     if (!co_await authenticate()) co_return LoginResult::closed;
-    database_ = config_->find_database(database);
+    resolved_database_ = config_->resolve_database(database);
+    database_ = resolved_database_ ? &*resolved_database_ : nullptr;
     if (!database_) {
       const std::string what = "database \"" + database + "\" does not exist";
       co_await send_error(ss::kInvalidCatalogName, what, true);

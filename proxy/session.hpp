@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -221,6 +222,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Login results.
   std::shared_ptr<const config::Config> config_;
+  std::optional<config::Database> resolved_database_;  // what database_ points at
   const config::Database* database_ = nullptr;
   PoolEntry* pool_ = nullptr;
   std::string user_;

@@ -307,6 +307,39 @@ name = "app"
   EXPECT_EQ(db.line, 4);
 }
 
+TEST_F(ConfigTest, FallbackDatabaseServesUnlistedNamesUnderTheirOwnName) {
+  const Config config = load(R"(
+[[database]]
+name = "app"
+dbname = "app_prod"
+
+[[database]]
+name = "*"
+host = "10.0.0.9"
+port = 5433
+pool_size = 3
+)");
+  const auto listed = config.resolve_database("app");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->dbname, "app_prod");
+  EXPECT_EQ(listed->host, "127.0.0.1");
+
+  const auto other = config.resolve_database("reports");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->name, "reports");  // pools are keyed by name: one per database actually asked for
+  EXPECT_EQ(other->dbname, "reports");
+  EXPECT_EQ(other->host, "10.0.0.9");
+  EXPECT_EQ(other->port, 5433);
+  EXPECT_EQ(other->pool.size, 3u);
+  EXPECT_FALSE(config.resolve_database("*"));
+  EXPECT_EQ(config.find_database("reports"), nullptr);
+
+  EXPECT_FALSE(load("[[database]]\nname = \"app\"\n").resolve_database("reports"));
+  EXPECT_EQ(
+      error("[[database]]\nname = \"*\"\ndbname = \"x\"\n"),
+      at(1, "the fallback database \"*\" serves each database under the client's name: it takes no dbname"));
+}
+
 TEST_F(ConfigTest, DatabaseOverridesEveryPoolKey) {
   const Config config = load(R"(
 [[database]]
