@@ -418,10 +418,6 @@ class Importer {
 
   void database(const Entry& entry) {
     const std::string& name = entry.key;
-    if (name == "*") {
-      warn(entry, name, "fallback database: not supported by pgward, list each database");
-      return;
-    }
     if (std::ranges::any_of(databases_, [&](const auto& db) { return db.first == name; })) {
       fail(entry.file, entry.line, "duplicate database " + toml_quote(name));
     }
@@ -440,6 +436,9 @@ class Importer {
         if (!port || *port == 0 || *port > 65535)
           fail(entry.file, entry.line, cited + ": bad port " + toml_quote(value));
         table.set("port", std::to_string(*port));
+      } else if (key == "dbname" && name == kFallbackDatabase) {
+        warn(entry, cited,
+             "not supported: the fallback database serves each database under the client's name");
       } else if (key == "dbname" || key == "user" || key == "password") {
         table.set(key, toml_quote(value));
       } else if (key == "pool_size") {

@@ -81,6 +81,7 @@ TEST(Cli, ImportPgbouncerOutputPassesCheckConfig) {
       << "[databases]\n"
          "app = host=127.0.0.1 port=5432 dbname=app password='a b' pool_size=5\n"
          "reports = host=127.0.0.1 dbname=reports pool_mode=session\n"
+         "* = host=127.0.0.1\n"
          "[pgbouncer]\n"
          "listen_addr = 127.0.0.1\n"
          "listen_port = 6499\n"
@@ -99,7 +100,7 @@ TEST(Cli, ImportPgbouncerOutputPassesCheckConfig) {
   EXPECT_EQ(
       read_all(dir + "/warnings.txt"),
       dir +
-          "/pgbouncer.ini:9: admin_users: not supported: pgward has no console users setting; use the admin "
+          "/pgbouncer.ini:10: admin_users: not supported: pgward has no console users setting; use the admin "
           "HTTP port ([admin] listen)\n");
 
   // The users file travels as a commented block after the configuration: save it without the "# ".

@@ -143,7 +143,7 @@ TEST_F(PgbouncerImportTest, UnsupportedSettingsWarnWithFileAndLine) {
   const std::string path = ini(R"(
 [databases]
 app = host=127.0.0.1 reserve_pool=5 client_encoding=UTF8
-* = host=127.0.0.1
+* = host=127.0.0.1 dbname=ignored
 nohost = dbname=x
 
 [users]
@@ -162,7 +162,7 @@ auth_type = hba
   const std::vector<std::string> expected = {
       at(2, "app.reserve_pool: not supported by pgward"),
       at(2, "app.client_encoding: not supported by pgward"),
-      at(3, "*: fallback database: not supported by pgward, list each database"),
+      at(3, "*.dbname: not supported: the fallback database serves each database under the client's name"),
       at(4,
          "nohost.host: not set: PgBouncer would use a Unix socket, pgward connects to 127.0.0.1 (set host to "
          "the socket directory to keep the socket)"),
@@ -179,7 +179,7 @@ auth_type = hba
   };
   EXPECT_EQ(result.warnings, expected);
   EXPECT_TRUE(contains(result.toml, "type = \"md5\"\nusers_file = \"users.toml\"\n")) << result.toml;
-  EXPECT_FALSE(contains(result.toml, "\"*\"")) << result.toml;
+  EXPECT_TRUE(contains(result.toml, "[[database]]\nname = \"*\"\nhost = \"127.0.0.1\"\n")) << result.toml;
 }
 
 TEST_F(PgbouncerImportTest, IncludeIsRelativeToTheIniFolderAndWarningsNameTheIncludedFile) {
