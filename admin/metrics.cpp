@@ -66,9 +66,11 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
 
   set_counter(counter(r, "pgward_client_connections_accepted_total", "Client TCP connections accepted"), {},
               st::get(g.clients_accepted));
-  set_counter(
-      counter(r, "pgward_client_connections_refused_total", "Client connections refused at login, by reason"),
-      {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
+  auto& logins_refused =
+      counter(r, "pgward_client_connections_refused_total", "Client connections refused at login, by reason");
+  set_counter(logins_refused, {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
+  set_counter(logins_refused, {{"reason", "max_fallback_databases"}},
+              st::get(g.clients_refused_max_fallback));
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));

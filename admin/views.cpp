@@ -245,6 +245,7 @@ std::string config_json(proxy::Proxy& p) {
                         .num("max_buffer_per_client", cfg->max_buffer_per_client)
                         .num("max_buffer_total", static_cast<double>(cfg->max_buffer_total))
                         .str("client_message_timeout", duration_text(cfg->client_message_timeout))
+                        .num("max_fallback_databases", cfg->max_fallback_databases)
                         .str("log_level", cfg->log_level)
                         .done())
       .raw("admin", admin.done())

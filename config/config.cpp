@@ -492,6 +492,8 @@ class ConfigReader {
           source_.fail(field, std::to_string(size) + " bytes is out of range (8kB..64GB)");
         }
         config_.max_buffer_total = size;
+      } else if (field.key == "max_fallback_databases") {
+        config_.max_fallback_databases = source_.uint32(field, 1);
       } else if (field.key == "client_message_timeout") {
         config_.client_message_timeout = source_.duration(field);
         if (config_.client_message_timeout.count() <= 0) source_.fail(field, "must be greater than 0");
@@ -719,6 +721,7 @@ std::optional<Database> Config::resolve_database(std::string_view name) const {
   Database database = *fallback;
   database.name = name;
   database.dbname = name;
+  database.from_fallback = true;
   return database;
 }
 

@@ -72,6 +72,7 @@ struct Database {
   std::optional<std::string> password;  // server password, env:VAR already resolved
   PoolSettings pool;                    // [pool] with this database's overrides applied
   int line = 0;                         // where the [[database]] table starts, for messages
+  bool from_fallback = false;           // made by resolve_database() from the `*` entry
 };
 
 struct Config {
@@ -92,6 +93,9 @@ struct Config {
   // A client that has begun a message (or is being sent one, half-forwarded to its server) and does not
   // finish it within this long is closed with 08P01: it would otherwise hold memory, or a server, for ever.
   Duration client_message_timeout{60'000};
+  // Database names the `*` fallback database serves, each with pools of its own that live as long as the
+  // process; a login asking for one more gets 53300, so that clients cannot make pgward grow without end.
+  std::uint32_t max_fallback_databases = 100;
   std::string log_level = "info";  // trace | debug | info | warn | error
   // A client that has not logged in by then (startup packet and authentication) gets FATAL 08P01.
   Duration client_login_timeout{60'000};

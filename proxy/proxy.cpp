@@ -85,17 +85,26 @@ asio::io_context& Proxy::next_worker() {
   return i == 0 ? main_ : *workers_[i];
 }
 
-PoolEntry& Proxy::pool_for(const config::Database& db, const std::string& client_user) {
+PoolEntry* Proxy::pool_for(const config::Database& db, const std::string& client_user) {
   const std::string server_user = db.user ? *db.user : client_user;
   std::lock_guard lock(pools_mu_);
-  auto& slot = pools_[{db.name, server_user}];
-  if (!slot) {
-    auto cfg = config();
+  const auto key = std::pair{db.name, server_user};
+  if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
+  auto cfg = config();
+  if (db.from_fallback && !fallback_databases_.contains(db.name)) {
+    if (fallback_databases_.size() >= cfg->max_fallback_databases) {
+      stats::add(stats_.clients_refused_max_fallback);
+      return nullptr;
+    }
+    fallback_databases_.insert(db.name);
+  }
+  auto& slot = pools_[key];
+  {
     slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user));
     std::lock_guard pause_lock(pause_mu_);
     if (is_paused_locked(db.name)) slot->pool.pause();
   }
-  return *slot;
+  return slot.get();
 }
 
 protocol::CancelRequest Proxy::register_client(std::shared_ptr<CancelSlot> slot) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,8 +82,9 @@ class Proxy {
   int run();
 
   std::shared_ptr<const config::Config> config() const;
-  // The pool for (database, server user), created on first use.
-  PoolEntry& pool_for(const config::Database& db, const std::string& client_user);
+  // The pool for (database, server user), created on first use; null when `db` comes from the `*` fallback
+  // and max_fallback_databases other names already have pools.
+  PoolEntry* pool_for(const config::Database& db, const std::string& client_user);
 
   // A fresh random key for a new client, registered until unregister_client().
   protocol::CancelRequest register_client(std::shared_ptr<CancelSlot> slot);
@@ -145,6 +147,8 @@ class Proxy {
 
   std::mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PoolEntry>> pools_;
+  std::set<std::string>
+      fallback_databases_;  // names served through the `*` fallback (max_fallback_databases)
 
   std::mutex cancel_mu_;
   std::map<std::pair<std::int32_t, std::int32_t>, std::shared_ptr<CancelSlot>> cancel_slots_;

@@ -395,7 +395,14 @@ asio::awaitable<bool> Session::authenticate() {
 }
 
 asio::awaitable<bool> Session::finish_login() {
-  pool_ = &proxy_.pool_for(*database_, user_);
+  pool_ = proxy_.pool_for(*database_, user_);
+  if (!pool_) {
+    const std::string what =
+        "too many databases served through the fallback database (max_fallback_databases = " +
+        std::to_string(config_->max_fallback_databases) + ")";
+    co_await send_error(ss::kTooManyConnections, what, true);
+    co_return false;
+  }
   const auto mode = database_->pool.mode;
   // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
   rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;

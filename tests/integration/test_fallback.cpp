@@ -41,5 +41,28 @@ TEST(Fallback, TwoDatabaseNamesThroughTheFallbackGetTheirOwnDatabaseAndPool) {
   exec(direct, "DROP DATABASE " + other + " WITH (FORCE)");
 }
 
+TEST(Fallback, DatabaseNamesThroughTheFallbackAreBounded) {
+  PgwardConfig config;
+  config.proxy += "max_fallback_databases = 1\n";
+  config.databases =
+      "[[database]]\nname = \"*\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(pg_port()) + "\n";
+  Pgward pgward(config);
+  Conn first = pgward.connect(kTrustUser, kDatabase);
+  ASSERT_TRUE(first.ok());
+  // Every further name would be a pool for ever: refused, whether or not the database exists.
+  for (int i = 0; i < 3; ++i) {
+    Conn more = Conn::connect(pgward.conninfo(kTrustUser, unique_name("nope")));
+    EXPECT_FALSE(more.ok());
+    EXPECT_EQ(more.connect_sqlstate(), "53300") << more.error();
+  }
+  Conn again = pgward.connect(kTrustUser, kDatabase);  // a name already served still is
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(query_value(again, "SELECT 1"), "1");
+  EXPECT_EQ(sample(http(pgward.admin_port(), "GET", "/metrics").body,
+                   "pgward_client_connections_refused_total", "reason=\"max_fallback_databases\"")
+                .value_or(-1),
+            3);
+}
+
 }  // namespace
 }  // namespace pgward::it

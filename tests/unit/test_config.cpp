@@ -996,6 +996,8 @@ TEST_F(ConfigTest, IsolationLimits) {
   EXPECT_EQ(set.client_message_timeout, milliseconds(5'000));
   EXPECT_EQ(error("[proxy]\nmax_buffer_total = 100\n"),
             at(2, "proxy.max_buffer_total: 100 bytes is out of range (8kB..64GB)"));
+  EXPECT_EQ(defaults.max_fallback_databases, 100u);
+  EXPECT_EQ(load("[proxy]\nmax_fallback_databases = 3\n").max_fallback_databases, 3u);
   EXPECT_EQ(error("[proxy]\nclient_message_timeout = \"0s\"\n"),
             at(2, "proxy.client_message_timeout: must be greater than 0"));
 }
