@@ -776,11 +776,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
           Expect::Extra notes;
           rewritten = rewrite_statement_names(text, scan, wire, false, notes);
           if (!notes.error_code.empty()) {
-            close_missing(wire, false);
-            put_describe(wire, 'S', kMissingStatement);
-            expect(pr::fe::kDescribe, Expect::On::error);
-            expects_.back().more().error_code = std::move(notes.error_code);
-            expects_.back().more().error = std::move(notes.error);
+            refuse_message(wire, type, notes.error_code, std::move(notes.error));
             return true;
           }
           rewritten += p->tail.substr(text_end);  // the parameter types
@@ -807,11 +803,7 @@ bool Session::rewrite_message(char type, std::string_view message, std::string& 
       if (statements_.contains(name)) {
         // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would
         // be.
-        close_missing(wire, false);
-        put_describe(wire, 'S', kMissingStatement);
-        expect(pr::fe::kDescribe, Expect::On::error);
-        expects_.back().more().error_code = "42P05";
-        expects_.back().more().error = "prepared statement \"" + name + "\" already exists";
+        refuse_message(wire, type, "42P05", "prepared statement \"" + name + "\" already exists");
         return true;
       }
       StatementPtr stmt = make_statement(p->tail);
@@ -1478,7 +1470,7 @@ asio::awaitable<void> Session::client_loop() {
       note_in_flight(type, message, whole);
       if (too_big || over_budget) {
         wire_.append(cbuf_, span, pos - span);
-        refuse_message(type, too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
+        refuse_message(wire_, type, too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
                        too_big ? "message of " + std::to_string(total) +
                                      " bytes exceeds max_buffer_per_client (" + std::to_string(max_whole) +
                                      " bytes)"
@@ -1513,7 +1505,7 @@ asio::awaitable<void> Session::client_loop() {
           wire_.append(cbuf_, span, pos - span);
           if (!rewrite_message(type, message, wire_)) {
             // PostgreSQL would end the connection; pgward refuses the one message and the session goes on.
-            refuse_message(type, ss::kProtocolViolation,
+            refuse_message(wire_, type, ss::kProtocolViolation,
                            "invalid " + std::string(pr::frontend_type_name(type)) + " message format");
           }
           pos += h.header.total();
@@ -1565,15 +1557,15 @@ asio::awaitable<void> Session::client_loop() {
   }
 }
 
-void Session::refuse_message(char type, std::string_view sqlstate, std::string message) {
+void Session::refuse_message(std::string& wire, char type, std::string_view sqlstate, std::string message) {
   // The server fails a stand-in for it (a Query or a Describe of a statement that does not exist), so that a
   // transaction block or an extended-protocol batch is aborted exactly as PostgreSQL would; the error text is
   // then replaced with pgward's.
-  close_missing(wire_, type == pr::fe::kQuery);
+  close_missing(wire, type == pr::fe::kQuery);
   if (type == pr::fe::kQuery) {
-    pr::put_query(wire_, "EXECUTE " + std::string(kMissingStatement));
+    pr::put_query(wire, "EXECUTE " + std::string(kMissingStatement));
   } else {
-    put_describe(wire_, 'S', kMissingStatement);
+    put_describe(wire, 'S', kMissingStatement);
   }
   expect(type == pr::fe::kQuery ? pr::fe::kQuery : pr::fe::kDescribe, Expect::On::error);
   expects_.back().more().error_code = sqlstate;

@@ -181,9 +181,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // How PostgreSQL reads this client's SQL text now (standard_conforming_strings, client_encoding).
   protocol::sql::Dialect dialect() const;
   void forget_server_statements();
-  // Refuses one client message by having the server fail a stand-in for it, appended to wire_, with
+  // Refuses one client message by having the server fail a stand-in for it, appended to `wire`, with
   // `sqlstate` and `message` as the error the client gets.
-  void refuse_message(char type, std::string_view sqlstate, std::string message);
+  void refuse_message(std::string& wire, char type, std::string_view sqlstate, std::string message);
   void expect(char request, Expect::On on = Expect::On::forward);
   void undo(const Expect& e, ServerConn& server, bool failed);
   enum class Disposition { forward, drop, replace };

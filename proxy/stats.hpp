@@ -124,10 +124,10 @@ class ErrorCounts {
 
 // Process-wide.
 struct GlobalStats {
-  Counter clients_accepted{0};          // TCP connections accepted
-  Counter clients_refused_max_conn{0};  // FATAL 53300 at login
+  Counter clients_accepted{0};              // TCP connections accepted
+  Counter clients_refused_max_conn{0};      // FATAL 53300 at login
   Counter clients_refused_max_fallback{0};  // FATAL 53300: max_fallback_databases reached
-  Counter client_login_timeouts{0};     // FATAL 08P01: not logged in within client_login_timeout
+  Counter client_login_timeouts{0};         // FATAL 08P01: not logged in within client_login_timeout
   Counter cancel_forwarded{0};
   Counter cancel_ignored{0};    // unknown key, or the client has no server linked
   Counter cancel_coalesced{0};  // one for the same client was still on its way
