@@ -1,0 +1,3 @@
+// Asio's compiled parts, built once into pgward_asio for every program that links it
+// (BOOST_ASIO_SEPARATE_COMPILATION keeps every other translation unit from compiling them again).
+#include <boost/asio/impl/src.hpp>
