@@ -5,16 +5,71 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cassert>
 
 namespace pgward::pool {
 
 namespace asio = boost::asio;
 
+// ---- handles ----
+
+Lease::Lease(Lease&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)), server_(std::move(other.server_)) {}
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    reset();
+    pool_ = std::exchange(other.pool_, nullptr);
+    server_ = std::move(other.server_);
+  }
+  return *this;
+}
+
+void Lease::release(bool reusable) {
+  if (!server_) return;
+  Pool* pool = std::exchange(pool_, nullptr);
+  pool->give_back(std::exchange(server_, nullptr), reusable);
+}
+
+ConnectSlot& ConnectSlot::operator=(ConnectSlot&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    pool_ = std::exchange(other.pool_, nullptr);
+  }
+  return *this;
+}
+
+Lease ConnectSlot::connected(ServerPtr server) {
+  assert(pool_ && server);
+  Pool* pool = std::exchange(pool_, nullptr);
+  pool->slot_connected();
+  return Lease(pool, std::move(server));
+}
+
+void ConnectSlot::add_idle(ServerPtr server) {
+  assert(pool_ && server);
+  std::exchange(pool_, nullptr)->slot_to_idle(std::move(server));
+}
+
+void ConnectSlot::failed(std::string sqlstate, std::string message) {
+  assert(pool_);
+  std::exchange(pool_, nullptr)->slot_failed(Pool::ConnectError{std::move(sqlstate), std::move(message)});
+}
+
+void ConnectSlot::abandon() {
+  if (pool_) std::exchange(pool_, nullptr)->slot_failed(std::nullopt);
+}
+
+// ---- the pool ----
+
+// A checkout waiting in the queue. Whatever it is served with is held here as a handle until its coroutine
+// takes it, so that a waiter whose coroutine never resumes (its io_context destroyed) still gives it back.
 struct Pool::Waiter {
   explicit Waiter(asio::any_io_executor exec) : timer(std::move(exec)) {}
   asio::steady_timer timer;
-  bool served = false;  // guarded by the pool's mutex
-  ServerPtr server;     // set when served with a server; empty when served with a slot
+  bool queued = true;  // in waiters_; guarded by the pool's mutex, like the handles below
+  Lease lease;         // served with an idle server
+  ConnectSlot slot;    // served with a slot
 };
 
 Pool::Pool(std::string database, std::string user, config::PoolSettings settings)
@@ -48,46 +103,65 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
         continue;
       }
       ++active_;
-      co_return Checkout{Outcome::server, std::move(s)};
+      co_return Checkout{Outcome::server, Lease(this, std::move(s)), {}};
     }
     if (!paused_ && waiters_.empty() && idle_.size() + active_ + connecting_ < settings_.size) {
       ++connecting_;
-      co_return Checkout{Outcome::connect, nullptr};
+      co_return Checkout{Outcome::connect, {}, ConnectSlot(this)};
     }
     waiter = std::make_shared<Waiter>(exec);
-    waiters_.push_back(waiter);
     waiter->timer.expires_at(deadline);
+    waiters_.push_back(waiter);
   }
+
+  // Leaves the queue however the wait ends, also when this coroutine is destroyed mid-wait (its io_context
+  // shut down): nobody would take what a waiter left in the queue is handed.
+  struct Dequeue {
+    Pool& pool;
+    const WaiterPtr& waiter;
+    ~Dequeue() {
+      std::lock_guard lock(pool.mu_);
+      pool.dequeue_locked(waiter);
+    }
+  } dequeue{*this, waiter};
 
   co_await waiter->timer.async_wait(asio::as_tuple(asio::use_awaitable));
 
   std::lock_guard lock(mu_);
-  if (!waiter->served) {
-    waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
+  if (waiter->queued) {
+    dequeue_locked(waiter);
     ++wait_timeouts_;
-    co_return Checkout{Outcome::timeout, nullptr};
+    co_return Checkout{};
   }
-  if (waiter->server) co_return Checkout{Outcome::server, std::move(waiter->server)};
-  co_return Checkout{Outcome::connect, nullptr};
+  if (waiter->lease) co_return Checkout{Outcome::server, std::move(waiter->lease), {}};
+  co_return Checkout{Outcome::connect, {}, std::move(waiter->slot)};
+}
+
+void Pool::dequeue_locked(const WaiterPtr& waiter) {
+  if (!waiter->queued) return;
+  waiter->queued = false;
+  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
 }
 
 bool Pool::hand_to_waiter_locked(ServerPtr server) {
   if (waiters_.empty() || paused_) return false;
   WaiterPtr w = std::move(waiters_.front());
   waiters_.pop_front();
-  w->served = true;
+  w->queued = false;
+  // The waiter's handles are empty: assigning to them gives nothing back, so takes no lock.
   if (server) {
     ++active_;
-    w->server = std::move(server);
+    w->lease = Lease(this, std::move(server));
   } else {
     ++connecting_;
+    w->slot = ConnectSlot(this);
   }
   // Cancel on the waiter's own executor: timers are not safe to touch from another thread.
   asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
   return true;
 }
 
-void Pool::connected(const ServerPtr&) {
+void Pool::slot_connected() {
   std::lock_guard lock(mu_);
   --connecting_;
   ++active_;
@@ -95,16 +169,16 @@ void Pool::connected(const ServerPtr&) {
   last_connect_error_.reset();
 }
 
-void Pool::connect_failed(std::string sqlstate, std::string message) {
+void Pool::slot_failed(std::optional<ConnectError> error) {
   std::lock_guard lock(mu_);
   --connecting_;
   ++connect_failures_;
-  last_connect_error_ = ConnectError{std::move(sqlstate), std::move(message)};
+  if (error) last_connect_error_ = std::move(error);
   // The freed slot goes to the next waiter, which tries to connect in turn.
   if (idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
 }
 
-void Pool::release(ServerPtr server, bool reusable) {
+void Pool::give_back(ServerPtr server, bool reusable) {
   std::lock_guard lock(mu_);
   --active_;
   const auto now = Clock::now();
@@ -119,7 +193,7 @@ void Pool::release(ServerPtr server, bool reusable) {
   idle_.push_back(std::move(server));
 }
 
-void Pool::add_idle(ServerPtr server) {
+void Pool::slot_to_idle(ServerPtr server) {
   std::lock_guard lock(mu_);
   --connecting_;
   ++opened_;
@@ -129,7 +203,7 @@ void Pool::add_idle(ServerPtr server) {
   idle_.push_back(std::move(server));
 }
 
-std::uint32_t Pool::maintain(Clock::time_point now) {
+std::vector<ConnectSlot> Pool::maintain(Clock::time_point now) {
   std::lock_guard lock(mu_);
   // idle_ is LIFO, so the front holds the servers idle the longest.
   for (auto it = idle_.begin(); it != idle_.end();) {
@@ -143,12 +217,18 @@ std::uint32_t Pool::maintain(Clock::time_point now) {
       ++it;
     }
   }
+  std::vector<ConnectSlot> slots;
   const std::size_t total = idle_.size() + active_ + connecting_;
   const std::uint32_t want = std::min(settings_.min_size, settings_.size);
-  if (total >= want) return 0;
-  const auto n = static_cast<std::uint32_t>(want - total);
-  connecting_ += n;
-  return n;
+  if (total >= want) return slots;
+  // Allocated before any slot exists: should it throw, no slot is reserved, and no handle is destroyed (which
+  // would take mu_) while it is held.
+  slots.reserve(want - total);
+  while (slots.size() < slots.capacity() && idle_.size() + active_ + connecting_ < want) {
+    ++connecting_;
+    slots.push_back(ConnectSlot(this));
+  }
+  return slots;
 }
 
 void Pool::close_idle() {

@@ -5,6 +5,10 @@
 // list operations, so sessions on several worker threads can share a pool without a rewrite; with workers = 1
 // it is never contended. A waiter is woken by posting to its own executor, so a release on one thread never
 // runs another thread's code.
+//
+// What a caller holds of the pool is a handle: a Lease for a server in use, a ConnectSlot for a server being
+// opened. Both are move-only and give their slot back when destroyed, on whatever thread that happens (the
+// mutex makes that safe), so no exception or early return can leak a slot. The pool must outlive its handles.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -17,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.hpp"
@@ -35,6 +40,70 @@ class Server {
   Clock::time_point idle_since = Clock::now();
 };
 using ServerPtr = std::shared_ptr<Server>;
+
+class Pool;
+
+// A server checked out of a pool, active for the holder until given back. release(reusable) gives it back
+// with a verdict; a lease destroyed or reset() without one closes the server and frees its slot: nobody
+// vouched for its state (a transaction may be open, half a message sent), so it is never reused.
+class Lease {
+ public:
+  Lease() = default;
+  Lease(Lease&& other) noexcept;
+  Lease& operator=(Lease&& other) noexcept;  // gives back (closes) what this lease held first
+  ~Lease() { reset(); }
+
+  explicit operator bool() const { return server_ != nullptr; }
+  const ServerPtr& server() const { return server_; }
+  Server* operator->() const { return server_.get(); }
+  // The server as the type its opener made (the proxy's ServerConn): a pool only ever holds one kind.
+  template <class T>
+  std::shared_ptr<T> server_as() const {
+    return std::static_pointer_cast<T>(server_);
+  }
+
+  // Gives the server back: to the next waiter or the idle list when `reusable` (and within its lifetime and
+  // the pool's bound), else it is closed. The lease is empty afterwards; a no-op on an empty lease.
+  void release(bool reusable);
+  void reset() { release(false); }
+
+ private:
+  friend class Pool;
+  friend class ConnectSlot;
+  Lease(Pool* pool, ServerPtr server) noexcept : pool_(pool), server_(std::move(server)) {}
+
+  Pool* pool_ = nullptr;
+  ServerPtr server_;
+};
+
+// A slot reserved for a server the holder is opening (a checkout found no idle server but room under the
+// bound, or maintain() wants one warm). connected() turns it into the new server's Lease, add_idle() puts a
+// warm-up server on the idle list, failed() reports why the connect failed. A slot destroyed without any of
+// these (an exception, an abandoned attempt) counts as a failed connect. A failed slot goes to the next
+// waiter, who tries to connect in turn.
+class ConnectSlot {
+ public:
+  ConnectSlot() = default;
+  ConnectSlot(ConnectSlot&& other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}
+  ConnectSlot& operator=(ConnectSlot&& other) noexcept;  // abandons what this slot held first
+  ~ConnectSlot() { abandon(); }
+
+  explicit operator bool() const { return pool_ != nullptr; }
+
+  // The server opened for this slot, now active for the caller. Requires a held slot; empties it.
+  Lease connected(ServerPtr server);
+  // The server opened for this slot (a warm-up), straight to the next waiter or the idle list.
+  void add_idle(ServerPtr server);
+  // The connect failed: the SQLSTATE and text are kept as the pool's last_connect_error().
+  void failed(std::string sqlstate, std::string message);
+
+ private:
+  friend class Pool;
+  explicit ConnectSlot(Pool* pool) noexcept : pool_(pool) {}
+  void abandon();
+
+  Pool* pool_ = nullptr;
+};
 
 struct PoolStats {
   std::uint32_t idle = 0;
@@ -57,22 +126,20 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   enum class Outcome {
-    server,   // an idle server, now active for the caller
-    connect,  // a slot is reserved: the caller opens a server and reports connected() or connect_failed()
+    server,   // an idle server, now active for the caller: `lease`
+    connect,  // a slot is reserved: the caller opens a server with `slot`
     timeout,  // the deadline passed first
   };
   struct Checkout {
     Outcome outcome = Outcome::timeout;
-    ServerPtr server;
+    Lease lease;       // Outcome::server
+    ConnectSlot slot;  // Outcome::connect
   };
   // Waits (FIFO) until a server or a slot is free, or until `deadline`. `exec` is the caller's executor.
   boost::asio::awaitable<Checkout> checkout(boost::asio::any_io_executor exec, Clock::time_point deadline);
 
-  // The caller of an Outcome::connect checkout reports how it went. A connected server is active for the
-  // caller. A failure's SQLSTATE and text are kept until the next success, so that clients who time out
-  // waiting while the database is down learn why (last_connect_error()).
-  void connected(const ServerPtr& server);
-  void connect_failed(std::string sqlstate = {}, std::string message = {});
+  // A failed connect's SQLSTATE and text (ConnectSlot::failed) are kept until the next success, so that
+  // clients who time out waiting while the database is down learn why.
   struct ConnectError {
     std::string sqlstate;
     std::string message;
@@ -80,14 +147,9 @@ class Pool {
   // The error of the latest connect attempt, when it failed and none has succeeded since.
   std::optional<ConnectError> last_connect_error() const;
 
-  // Returns an active server. reusable = false (or an expired lifetime) closes it and frees its slot.
-  void release(ServerPtr server, bool reusable);
-  // Hands a server opened for warm-up (an Outcome::connect slot from maintain()) straight to the idle list.
-  void add_idle(ServerPtr server);
-
   // Periodic upkeep: closes idle servers past server_idle_timeout (down to min_size) or server_lifetime, and
-  // returns how many new servers to open to reach min_size; slots for them are already reserved.
-  std::uint32_t maintain(Clock::time_point now);
+  // returns one reserved slot for each new server to open to reach min_size (ConnectSlot::add_idle).
+  std::vector<ConnectSlot> maintain(Clock::time_point now);
   // Closes every idle server (shutdown).
   void close_idle();
 
@@ -113,14 +175,25 @@ class Pool {
   void set_server_params(const Params& params);
 
  private:
+  friend class Lease;
+  friend class ConnectSlot;
   struct Waiter;
   using WaiterPtr = std::shared_ptr<Waiter>;
+
+  // What the handles report; each takes mu_.
+  void give_back(ServerPtr server, bool reusable);  // Lease::release
+  void slot_connected();                            // ConnectSlot::connected
+  void slot_to_idle(ServerPtr server);              // ConnectSlot::add_idle
+  // ConnectSlot::failed (with the error) and an abandoned slot (none: the last error stays as it was).
+  void slot_failed(std::optional<ConnectError> error);
 
   bool expired(const Server& s, Clock::time_point now) const;
   // An idle server may be handed out: not past its lifetime and, once idle for server_check_delay, still
   // connected.
   bool usable(Server& s, Clock::time_point now) const;
   void close_locked(const ServerPtr& s);
+  // Takes a waiter out of the queue if it is still there; caller holds mu_.
+  void dequeue_locked(const WaiterPtr& waiter);
   // Gives a free slot or server to the first waiter; caller holds mu_. Returns true when one was served.
   bool hand_to_waiter_locked(ServerPtr server);
   // Serves waiters from the idle list and free slots while any are available; caller holds mu_.

@@ -52,6 +52,20 @@ ServerTarget make_target(const config::Config& cfg, const config::Database& db,
   return t;
 }
 
+// Opens one server towards a pool's min_size on a slot maintain() reserved, for the idle list. A failure is
+// reported on the slot, which then goes to the next waiter.
+asio::awaitable<void> warm_up(PoolEntry* e, pool::ConnectSlot slot) {
+  auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
+  const ServerTarget target = e->target();
+  if (auto err = co_await server->login(target)) {
+    spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(), err->message);
+    slot.failed(err->sqlstate, err->message);
+    co_return;
+  }
+  e->pool.set_server_params(server->params);
+  slot.add_idle(std::move(server));
+}
+
 asio::ip::tcp::endpoint resolve_listen(const config::Endpoint& ep) {
   boost::system::error_code ec;
   if (ep.host == "*") return {asio::ip::address_v6::any(), ep.port};
@@ -219,24 +233,9 @@ void Proxy::start_upkeep() {
           }
           const auto now = pool::Clock::now();
           for (PoolEntry* e : entries) {
-            const std::uint32_t n = draining_ ? 0 : e->pool.maintain(now);
-            for (std::uint32_t i = 0; i < n; ++i) {
-              asio::co_spawn(
-                  next_worker(),
-                  [e]() -> asio::awaitable<void> {
-                    auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
-                    const ServerTarget target = e->target();
-                    if (auto err = co_await server->login(target)) {
-                      spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(),
-                                   err->message);
-                      e->pool.connect_failed(err->sqlstate, err->message);
-                      co_return;
-                    }
-                    e->pool.set_server_params(server->params);
-                    e->pool.add_idle(std::move(server));
-                  },
-                  asio::detached);
-            }
+            if (draining_) break;
+            for (pool::ConnectSlot& slot : e->pool.maintain(now))
+              asio::co_spawn(next_worker(), warm_up(e, std::move(slot)), asio::detached);
           }
         }
       },

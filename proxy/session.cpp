@@ -423,9 +423,9 @@ asio::awaitable<bool> Session::finish_login() {
     if (mode == config::PoolMode::session) {
       if (!co_await link(true)) co_return false;
     } else {
-      auto server = co_await acquire(true);
-      if (!server) co_return false;
-      pool_->pool.release(server, true);
+      auto lease = co_await acquire(true);
+      if (!lease) co_return false;
+      lease.release(true);
     }
   }
 
@@ -536,8 +536,8 @@ std::chrono::milliseconds backoff(std::uint32_t attempt) {
 
 }  // namespace
 
-asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time_point deadline,
-                                                               std::optional<ProxyError>& error) {
+asio::awaitable<pool::Lease> Session::checkout(pool::Clock::time_point deadline,
+                                               std::optional<ProxyError>& error) {
   auto exec = client_.get_executor();
   const auto wait_start = track_.begin_wait(pool_);
   auto checkout = co_await pool_->pool.checkout(exec, deadline);
@@ -555,30 +555,31 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time
       } else {
         error = ProxyError{std::string(ss::kTooManyConnections), std::move(what), {}};
       }
-      co_return nullptr;
+      co_return pool::Lease();
     }
-    case pool::Pool::Outcome::server: co_return std::static_pointer_cast<ServerConn>(checkout.server);
+    case pool::Pool::Outcome::server: co_return std::move(checkout.lease);
     case pool::Pool::Outcome::connect: break;
   }
 
-  // A new server: the checkout's cost hardly matters next to a connect and login.
+  // A new server: the checkout's cost hardly matters next to a connect and login. Should this coroutine end
+  // early (the session torn down mid-connect), the slot, dropped, is given back as a failed connect.
   const auto settings = pool_->pool.settings();
   const ServerTarget target = pool_->target();
   for (std::uint32_t attempt = 0;; ++attempt) {
     auto server = std::make_shared<ServerConn>(exec);
     auto err = co_await server->login(target);
     if (!err) {
-      pool_->pool.connected(server);
+      auto lease = checkout.slot.connected(server);
       pool_->pool.set_server_params(server->params);
-      co_return server;
+      co_return lease;
     }
     const auto delay = backoff(attempt);
     if (!retryable(err->sqlstate) || attempt >= settings.server_retry_max || proxy_.draining() ||
         pool::Clock::now() + delay >= deadline) {
-      pool_->pool.connect_failed(err->sqlstate, err->message);
+      checkout.slot.failed(err->sqlstate, err->message);
       spdlog::warn("client {}: {} (after {} attempts)", id_, err->message, attempt + 1);
       error = std::move(err);
-      co_return nullptr;
+      co_return pool::Lease();
     }
     spdlog::debug("client {}: {}; retrying in {} ms", id_, err->message, delay.count());
     stats::add(pool_->stats.connect_retries);
@@ -587,24 +588,26 @@ asio::awaitable<std::shared_ptr<ServerConn>> Session::checkout(pool::Clock::time
   }
 }
 
-asio::awaitable<std::shared_ptr<ServerConn>> Session::acquire(bool fatal) {
+asio::awaitable<pool::Lease> Session::acquire(bool fatal) {
   std::optional<ProxyError> err;
-  auto server = co_await checkout(pool::Clock::now() + pool_->pool.settings().wait_timeout, err);
-  if (!server) {
+  auto lease = co_await checkout(pool::Clock::now() + pool_->pool.settings().wait_timeout, err);
+  if (!lease) {
     co_await send_error(err->sqlstate, err->message, fatal, err->detail);
-    co_return nullptr;
+    co_return pool::Lease();
   }
+  auto server = lease.server_as<ServerConn>();
   if (auto perr = co_await restore_params(*server)) {
-    pool_->pool.release(server, server->healthy());
+    lease.release(server->healthy());
     co_await send_error(perr->sqlstate, perr->message, fatal, perr->detail);
-    co_return nullptr;
+    co_return pool::Lease();
   }
-  co_return server;
+  co_return std::move(lease);
 }
 
 asio::awaitable<bool> Session::link(bool fatal) {
-  auto server = co_await acquire(fatal);
-  if (!server) co_return false;
+  auto lease = co_await acquire(fatal);
+  if (!lease) co_return false;
+  auto server = lease.server_as<ServerConn>();
   char status = pr::kTxIdle;
   if (lost_ == Lost::aborted) {
     // The client's transaction died with its server and it knows: this server plays the failed transaction,
@@ -612,7 +615,7 @@ asio::awaitable<bool> Session::link(bool fatal) {
     auto r = co_await server->run_query(
         "BEGIN; DO $pgward$BEGIN RAISE EXCEPTION 'transaction lost with its server connection'; END$pgward$");
     if (r.status != pr::kTxFailed) {
-      pool_->pool.release(server, false);
+      lease.release(false);
       co_await send_error(ss::kConnectionFailure, "server connection lost", fatal);
       co_return false;
     }
@@ -620,6 +623,7 @@ asio::awaitable<bool> Session::link(bool fatal) {
     lost_ = Lost::none;
   }
   server_ = server;
+  lease_ = std::move(lease);
   server_fatal_.clear();
   pending_ = 0;
   client_waits_ = 0;
@@ -646,7 +650,7 @@ void Session::unlink(bool reusable) {
                 reusable ? "reusable" : "closed");
   proxy_.server_unlinked();
   track_.unlinked();
-  pool_->pool.release(std::move(server_), reusable);
+  lease_.release(reusable);
   server_.reset();
 }
 
@@ -1968,10 +1972,11 @@ asio::awaitable<Session::Outcome> Session::resolve_commit(const std::string& txi
   const std::string sql = "SELECT pg_catalog.txid_status(" + txid + ")";
   for (std::uint32_t attempt = 0;; ++attempt) {
     std::optional<ProxyError> err;
-    auto server = co_await checkout(deadline, err);
-    if (!server) co_return Outcome::unknown;
+    auto lease = co_await checkout(deadline, err);
+    if (!lease) co_return Outcome::unknown;
+    auto server = lease.server_as<ServerConn>();
     auto r = co_await server->run_query(sql);
-    pool_->pool.release(server, !r.error && r.status == pr::kTxIdle && server->unread().empty());
+    lease.release(!r.error && r.status == pr::kTxIdle && server->unread().empty());
     if (!r.error) {
       if (r.value == "committed") co_return Outcome::committed;
       if (r.value == "aborted") co_return Outcome::aborted;

@@ -47,12 +47,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> server_loop(std::shared_ptr<ServerConn> server);
 
   // Takes a server from the pool (connecting one if a slot is free) and brings its session state in line with
-  // this client's. Sends the client an ErrorResponse (non-fatal) and returns null when that fails.
-  asio::awaitable<std::shared_ptr<ServerConn>> acquire(bool fatal);
-  // A server from the pool by `deadline`: an idle one, or a new one (failed connects are retried with
-  // backoff). Null with `error` set when none could be had.
-  asio::awaitable<std::shared_ptr<ServerConn>> checkout(pool::Clock::time_point deadline,
-                                                        std::optional<ProxyError>& error);
+  // this client's. Sends the client an ErrorResponse (non-fatal) and returns an empty lease when that fails.
+  asio::awaitable<pool::Lease> acquire(bool fatal);
+  // A server (a ServerConn) from the pool by `deadline`: an idle one, or a new one (failed connects are
+  // retried with backoff). An empty lease with `error` set when none could be had.
+  asio::awaitable<pool::Lease> checkout(pool::Clock::time_point deadline, std::optional<ProxyError>& error);
   asio::awaitable<bool> link(bool fatal);
   void unlink(bool reusable);
   asio::awaitable<std::optional<ProxyError>> restore_params(ServerConn& server);
@@ -237,6 +236,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Link state, valid while server_ is set.
   std::shared_ptr<ServerConn> server_;
+  // server_'s place in the pool: unlink() gives it back; a session that ends still linked closes the server.
+  pool::Lease lease_;
   std::int64_t pending_ = 0;  // Sync, Query and FunctionCall messages without their ReadyForQuery yet
   bool ext_open_ = false;  // extended-protocol messages sent since the last Sync (Flush-ed portals and such)
   char tx_status_ = protocol::kTxIdle;
