@@ -155,9 +155,11 @@ std::string clients_json(proxy::Proxy& p) {
     const auto id = c->identity();
     const auto server = c->server_id.load(std::memory_order_relaxed);
     Obj o;
+    const auto phase = c->phase.load(std::memory_order_relaxed);
     o.num("id", c->id)
         .str("peer", c->peer)
-        .str("state", proxy::to_string(c->state.load(std::memory_order_relaxed)))
+        .str("state", proxy::to_string(proxy::client_state(phase)))
+        .str("phase", proxy::to_string(phase))
         .str("database", id.database)
         .str("user", id.user)
         .str("connected_at", iso_time(c->connected_at));

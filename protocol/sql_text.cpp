@@ -1,5 +1,6 @@
 #include "protocol/sql_text.hpp"
 
+#include <cctype>
 #include <cstring>
 
 namespace pgward::protocol::sql {
@@ -325,6 +326,44 @@ std::size_t count_chars(std::string_view text) {
   std::size_t n = 0;
   for (unsigned char c : text) n += (c & 0xC0) != 0x80;
   return n;
+}
+
+std::string short_command(std::string_view sql) {
+  if (sql.size() > 64) return {};
+  std::string out;
+  bool space = false;
+  bool ended = false;
+  for (char c : sql) {
+    if (ended && c != ';' && !std::isspace(static_cast<unsigned char>(c))) return {};
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      if (space && !out.empty()) out += ' ';
+      space = false;
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else if (std::isspace(static_cast<unsigned char>(c))) {
+      space = true;
+    } else if (c == ';') {
+      ended = true;
+    } else {
+      return {};
+    }
+  }
+  return out;
+}
+
+bool is_commit(std::string_view sql) {
+  const std::string cmd = short_command(sql);
+  return cmd == "commit" || cmd == "commit work" || cmd == "commit transaction" || cmd == "end" ||
+         cmd == "end work" || cmd == "end transaction";
+}
+
+bool is_rollback(std::string_view sql) {
+  const std::string cmd = short_command(sql);
+  return cmd == "rollback" || cmd == "rollback work" || cmd == "rollback transaction" || cmd == "abort" ||
+         cmd == "abort work" || cmd == "abort transaction";
+}
+
+bool may_commit(std::string_view sql) {
+  return mentions_ci(sql, "commit") || mentions_ci(sql, "end") || mentions_ci(sql, "prepare");
 }
 
 }  // namespace pgward::protocol::sql

@@ -66,6 +66,17 @@ bool may_name_statements(std::string_view sql);
 // `word` (lower-case letters) occurs in `text`, ASCII case aside.
 bool mentions_ci(std::string_view text, std::string_view word);
 
+// A short SQL command as lower-case words joined by single spaces ("commit work"), a trailing ';' aside;
+// empty when the text holds anything but letters, white space and one final ';', or is over 64 bytes.
+std::string short_command(std::string_view sql);
+// COMMIT / END [WORK | TRANSACTION] and nothing else.
+bool is_commit(std::string_view sql);
+// ROLLBACK / ABORT [WORK | TRANSACTION] and nothing else.
+bool is_rollback(std::string_view sql);
+// Whether SQL text might commit (or prepare) a transaction. Errs towards yes: a false yes only turns the
+// answer to a lost server from "rolled back" (08006) into "unknown" (08007).
+bool may_commit(std::string_view sql);
+
 // PostgreSQL counts positions in characters: the number of characters of UTF-8 text (bytes that do not
 // continue a sequence).
 std::size_t count_chars(std::string_view text);

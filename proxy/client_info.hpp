@@ -14,9 +14,22 @@ namespace pgward::proxy {
 
 class Session;
 
-// A client's state as PgBouncer's SHOW CLIENTS would put it. `login` covers startup and authentication.
-enum class ClientState : std::uint8_t { login, idle, waiting, active };
+// Where a session is in its life. Session::transition() is its only writer.
+enum class Phase : std::uint8_t {
+  login,      // startup and authentication, up to the first ReadyForQuery
+  idle,       // logged in, no server linked
+  waiting,    // waiting for a server from the pool
+  linked,     // a server is linked to the client (always, and only, in this phase)
+  resolving,  // the linked server was lost or rolled back: pgward answers the client in its place
+  closing,    // the client is gone or going; no server is linked
+};
+const char* to_string(Phase p);
+
+// A client's state as PgBouncer's SHOW CLIENTS would put it, derived from its phase. `login` covers startup
+// and authentication; a client pgward answers for (resolving) counts as active, one closing as none of these.
+enum class ClientState : std::uint8_t { login, idle, waiting, active, closing };
 const char* to_string(ClientState s);
+ClientState client_state(Phase p);
 
 struct ClientInfo {
   ClientInfo(std::uint64_t id, std::string peer, std::weak_ptr<Session> session,
@@ -29,7 +42,7 @@ struct ClientInfo {
   const std::weak_ptr<Session> session;
   const boost::asio::any_io_executor executor;
 
-  std::atomic<ClientState> state{ClientState::login};
+  std::atomic<Phase> phase{Phase::login};
   std::atomic<std::uint64_t> server_id{0};  // the linked server, 0 when none
 
   struct Identity {

@@ -12,8 +12,33 @@ const char* to_string(ClientState s) {
     case ClientState::idle: return "idle";
     case ClientState::waiting: return "waiting";
     case ClientState::active: return "active";
+    case ClientState::closing: return "closing";
   }
   return "unknown";
+}
+
+const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::login: return "login";
+    case Phase::idle: return "idle";
+    case Phase::waiting: return "waiting";
+    case Phase::linked: return "linked";
+    case Phase::resolving: return "resolving";
+    case Phase::closing: return "closing";
+  }
+  return "unknown";
+}
+
+ClientState client_state(Phase p) {
+  switch (p) {
+    case Phase::login: return ClientState::login;
+    case Phase::idle: return ClientState::idle;
+    case Phase::waiting: return ClientState::waiting;
+    case Phase::linked:
+    case Phase::resolving: return ClientState::active;
+    case Phase::closing: return ClientState::closing;
+  }
+  return ClientState::closing;
 }
 
 namespace {
@@ -46,7 +71,8 @@ stats::Gauge* ClientTracker::gauge(stats::PoolStats& s, ClientState state) {
     case ClientState::idle: return &s.clients_idle;
     case ClientState::waiting: return &s.clients_waiting;
     case ClientState::active: return &s.clients_active;
-    case ClientState::login: return nullptr;
+    case ClientState::login:
+    case ClientState::closing: return nullptr;
   }
   return nullptr;
 }
@@ -58,51 +84,33 @@ void ClientTracker::start(Proxy& proxy, std::shared_ptr<Session> session, std::u
   proxy.register_session(info_);
 }
 
-void ClientTracker::logged_in(PoolEntry* pool, std::string_view database, std::string_view user,
-                              bool linked) {
-  if (info_)
-    info_->set_identity({std::string(database), std::string(user), pool ? pool->pool.user() : std::string()});
-  set(pool, linked ? ClientState::active : ClientState::idle);
+void ClientTracker::set_pool(PoolEntry* pool) {
+  // Called while the client is in login, which no gauge counts: nothing to move.
+  pool_ = pool;
+  stats_ = &pool->stats;
 }
 
-void ClientTracker::set(PoolEntry* pool, ClientState state) {
-  stats::PoolStats* next = pool ? &pool->stats : stats_;
-  if (next == stats_ && state == state_) return;
-  if (stats_) {
+void ClientTracker::logged_in(std::string_view database, std::string_view user) {
+  if (!info_) return;
+  info_->set_identity({std::string(database), std::string(user), pool_ ? pool_->pool.user() : std::string()});
+}
+
+void ClientTracker::set_phase(Phase phase) {
+  const ClientState state = client_state(phase);
+  if (state != state_ && stats_) {
     if (auto* g = gauge(*stats_, state_)) g->fetch_sub(1, std::memory_order_relaxed);
+    if (auto* g = gauge(*stats_, state)) g->fetch_add(1, std::memory_order_relaxed);
   }
-  if (next) {
-    if (auto* g = gauge(*next, state)) g->fetch_add(1, std::memory_order_relaxed);
-  }
-  if (pool) pool_ = pool;
-  stats_ = next;
   state_ = state;
-  if (info_) info_->state.store(state, std::memory_order_relaxed);
+  if (info_) info_->phase.store(phase, std::memory_order_relaxed);
 }
 
-ClientTracker::Clock::time_point ClientTracker::begin_wait(PoolEntry* pool) {
-  // A checkout during login leaves the client in `login` for the views, but the wait still counts.
-  if (state_ != ClientState::login) set(pool, ClientState::waiting);
-  if (pool) {
-    pool_ = pool;
-    stats_ = stats_ ? stats_ : &pool->stats;
-  }
-  return Clock::now();
-}
-
-void ClientTracker::end_wait(Clock::time_point since) {
-  if (stats_) stats_->wait.observe(Clock::now() - since);
-  if (state_ == ClientState::waiting) set(pool_, ClientState::idle);
-}
-
-void ClientTracker::linked(std::uint64_t server_id) {
-  if (state_ != ClientState::login) set(pool_, ClientState::active);
+void ClientTracker::set_server(std::uint64_t server_id) {
   if (info_) info_->server_id.store(server_id, std::memory_order_relaxed);
 }
 
-void ClientTracker::unlinked() {
-  if (state_ != ClientState::login) set(pool_, ClientState::idle);
-  if (info_) info_->server_id.store(0, std::memory_order_relaxed);
+void ClientTracker::waited(Clock::duration d) {
+  if (stats_) stats_->wait.observe(d);
 }
 
 void ClientTracker::query_sent(std::int64_t pending) {

@@ -1,7 +1,7 @@
-// The session's side of the statistics: one object per Session that owns its client state (idle, waiting,
-// active) and turns protocol events into counter bumps. Every state change goes through set(), so the
-// per-pool client gauges always sum to the clients that are logged in. Everything here runs on the session's
-// executor; what it shares with other threads is relaxed atomics (and the errors map, behind its own mutex).
+// The session's side of the statistics: the gauges and the admin views follow the session's phase
+// (Session::transition() calls set_phase(), and nothing else moves them), and protocol events become counter
+// bumps. Everything here runs on the session's executor; what it shares with other threads is relaxed atomics
+// (and the errors map, behind its own mutex).
 #pragma once
 
 #include <chrono>
@@ -29,15 +29,17 @@ class ClientTracker {
   // Registers the session with the proxy (admin views, drain).
   void start(Proxy& proxy, std::shared_ptr<Session> session, std::uint64_t id, std::string peer,
              boost::asio::any_io_executor exec);
+  // The pool the client's counters go to, once known (before its first checkout).
+  void set_pool(PoolEntry* pool);
   // Login succeeded.
-  void logged_in(PoolEntry* pool, std::string_view database, std::string_view user, bool linked);
+  void logged_in(std::string_view database, std::string_view user);
 
-  void set(PoolEntry* pool, ClientState state);
-  // Around a pool checkout: the client waits, and the time it waited is observed.
-  Clock::time_point begin_wait(PoolEntry* pool);
-  void end_wait(Clock::time_point since);
-  void linked(std::uint64_t server_id);
-  void unlinked();
+  // The session's phase changed: moves the per-pool client gauges and what /api/clients shows.
+  void set_phase(Phase phase);
+  // The server linked to the client (0: none), for /api/clients.
+  void set_server(std::uint64_t server_id);
+  // The time a pool checkout took.
+  void waited(Clock::duration d);
 
   // A Query, FunctionCall or Sync goes to the server; `pending` is how many were outstanding before it.
   void query_sent(std::int64_t pending);
@@ -72,7 +74,7 @@ class ClientTracker {
   std::shared_ptr<ClientInfo> info_;
   PoolEntry* pool_ = nullptr;
   stats::PoolStats* stats_ = nullptr;
-  ClientState state_ = ClientState::login;
+  ClientState state_ = ClientState::login;  // client_state() of the phase last set
   Clock::time_point query_start_{};
   Clock::time_point tx_start_{};
   bool in_tx_ = false;

@@ -3,9 +3,8 @@
 // SHA-256, that no client name can equal once rewritten. Identical statements of different clients share one
 // server statement.
 //
-// This file holds the pure parts: the statement definitions, the per-server LRU of names the server has, and
-// the parsers/builders of the extended-protocol messages that carry statement names (PostgreSQL docs,
-// "Message Formats": Parse, Bind, Describe, Close).
+// This file holds the statement definitions and the per-server LRU of names the server has; the messages that
+// carry statement names are read and built by protocol/frontend.hpp.
 #pragma once
 
 #include <cstdint>
@@ -62,48 +61,5 @@ class ServerStatements {
   std::list<std::string> lru_;  // front: least recently used
   std::unordered_map<std::string, std::list<std::string>::iterator> index_;
 };
-
-// Views of the name-carrying messages (bodies without the 5-byte header).
-struct ParseView {
-  std::string_view name;
-  std::string_view tail;  // everything after the name
-};
-std::optional<ParseView> parse_parse(std::string_view body);
-
-struct BindView {
-  std::string_view portal;
-  std::string_view statement;
-  std::string_view rest;  // formats, parameters, result formats
-};
-std::optional<BindView> parse_bind(std::string_view body);
-
-struct TargetView {  // Describe and Close
-  char kind = 0;     // 'S' statement, 'P' portal
-  std::string_view name;
-};
-std::optional<TargetView> parse_target(std::string_view body);
-
-void put_parse(std::string& out, std::string_view name, std::string_view tail);
-void put_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view rest);
-void put_describe(std::string& out, char kind, std::string_view name);
-void put_close(std::string& out, char kind, std::string_view name);
-
-// The server's ErrorResponse with its SQLSTATE and message replaced and every other field (severity, file,
-// line, routine, position...) kept, so that an error pgward provokes on the client's behalf reads exactly as
-// PostgreSQL's. A body that does not parse gives a minimal ERROR with just those two.
-std::string rewrite_error(std::string_view body, std::string_view sqlstate, std::string_view message);
-
-// One statement name pgward replaced in a client's SQL text: where the server's name stands in the text sent
-// (in characters, as PostgreSQL counts error positions) and what the client wrote there.
-struct NameSwap {
-  std::string server;          // the name sent (pgw_...)
-  std::string client;          // the client's name as PostgreSQL would print it (folded, unquoted)
-  std::size_t server_pos = 0;  // characters before it in the text sent
-  std::size_t server_chars = 0;
-  std::size_t client_chars = 0;  // what the client wrote in its place, quotes included
-};
-// The server's ErrorResponse as the client's own text would have produced it: server names in the message
-// and detail put back to the client's, and the error position moved back into the client's text.
-std::string translate_error(std::string_view body, const std::vector<NameSwap>& swaps);
 
 }  // namespace pgward::proxy

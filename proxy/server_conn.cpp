@@ -210,26 +210,82 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
   co_return std::nullopt;
 }
 
-asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
-  const std::string where = target_.host + ":" + std::to_string(target_.port);
-  auto lost = [&] {
-    return ProxyError{
-        std::string(ss::kConnectionFailure), "server " + where + " closed the connection during login", {}};
-  };
-  auto need_password = [&]() -> std::optional<ProxyError> {
-    if (target_.password) return std::nullopt;
+namespace {
+
+ProxyError lost_during_login(std::string_view where) {
+  return ProxyError{std::string(ss::kConnectionFailure),
+                    "server " + std::string(where) + " closed the connection during login",
+                    {}};
+}
+
+// The answer to one Authentication request of the server, appended to `out` (nothing for AuthenticationOk and
+// SASLFinal); an error when pgward cannot or must not go on.
+std::optional<ProxyError> answer_authentication(const ServerTarget& target, std::string_view where,
+                                                const pr::AuthRequest& req,
+                                                std::optional<pr::auth::ScramClient>& scram,
+                                                std::string& out) {
+  const std::string server = "server " + std::string(where);
+  const bool password_request = req.code == pr::authcode::kCleartextPassword ||
+                                req.code == pr::authcode::kMd5Password || req.code == pr::authcode::kSasl;
+  if (password_request && !target.password) {
     return ProxyError{
         std::string(ss::kInvalidPassword),
-        "server " + where + " asks a password for user \"" + target_.user +
+        server + " asks a password for user \"" + target.user +
             "\" and pgward has none (set [[database]] password or a plain password in the users file)",
         {}};
-  };
+  }
+  switch (req.code) {
+    case pr::authcode::kOk: return std::nullopt;
+    case pr::authcode::kCleartextPassword:
+      pr::put_password_message(out, *target.password);
+      return std::nullopt;
+    case pr::authcode::kMd5Password: {
+      std::array<std::uint8_t, 4> salt;
+      std::memcpy(salt.data(), req.data.data(), 4);
+      pr::put_password_message(out, pr::auth::md5_client_response(target.user, *target.password, salt));
+      return std::nullopt;
+    }
+    case pr::authcode::kSasl: {
+      auto mechs = pr::parse_sasl_mechanisms(req.data);
+      if (!mechs || std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256") == mechs->end())
+        return ProxyError{
+            std::string(ss::kFeatureNotSupported), server + " offers no SASL mechanism pgward supports", {}};
+      scram.emplace(*target.password);
+      pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
+      return std::nullopt;
+    }
+    case pr::authcode::kSaslContinue: {
+      if (!scram) return lost_during_login(where);
+      auto final_msg = scram->handle_server_first(req.data);
+      if (!final_msg)
+        return ProxyError{
+            std::string(ss::kProtocolViolation), server + " sent a malformed SCRAM message", {}};
+      pr::put_sasl_response(out, *final_msg);
+      return std::nullopt;
+    }
+    case pr::authcode::kSaslFinal:
+      if (!scram || !scram->verify_server_final(req.data))
+        return ProxyError{std::string(ss::kInvalidAuthorizationSpecification),
+                          server + " failed to prove it knows the SCRAM verifier",
+                          {}};
+      return std::nullopt;
+    default:
+      return ProxyError{std::string(ss::kFeatureNotSupported),
+                        server + " asks for an authentication method pgward does not support (" +
+                            std::to_string(req.code) + ")",
+                        {}};
+  }
+}
 
+}  // namespace
+
+asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
+  const std::string where = target_.host + ":" + std::to_string(target_.port);
   std::optional<pr::auth::ScramClient> scram;
   std::string out;
   for (;;) {
     auto msg = co_await read_message();
-    if (!msg) co_return lost();
+    if (!msg) co_return lost_during_login(where);
     out.clear();
     switch (msg->type) {
       case pr::be::kErrorResponse: co_return error_from_fields(msg->body, "server login failed");
@@ -244,59 +300,9 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
       case pr::be::kReadyForQuery: co_return std::nullopt;
       case pr::be::kAuthentication: {
         auto req = pr::parse_authentication(msg->body);
-        if (!req) co_return lost();
-        switch (req->code) {
-          case pr::authcode::kOk: break;
-          case pr::authcode::kCleartextPassword:
-            if (auto e = need_password()) co_return e;
-            pr::put_password_message(out, *target_.password);
-            break;
-          case pr::authcode::kMd5Password: {
-            if (auto e = need_password()) co_return e;
-            std::array<std::uint8_t, 4> salt;
-            std::memcpy(salt.data(), req->data.data(), 4);
-            pr::put_password_message(out,
-                                     pr::auth::md5_client_response(target_.user, *target_.password, salt));
-            break;
-          }
-          case pr::authcode::kSasl: {
-            if (auto e = need_password()) co_return e;
-            auto mechs = pr::parse_sasl_mechanisms(req->data);
-            if (!mechs || std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256") == mechs->end()) {
-              co_return ProxyError{std::string(ss::kFeatureNotSupported),
-                                   "server " + where + " offers no SASL mechanism pgward supports",
-                                   {}};
-            }
-            scram.emplace(*target_.password);
-            pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
-            break;
-          }
-          case pr::authcode::kSaslContinue: {
-            if (!scram) co_return lost();
-            auto final_msg = scram->handle_server_first(req->data);
-            if (!final_msg) {
-              co_return ProxyError{std::string(ss::kProtocolViolation),
-                                   "server " + where + " sent a malformed SCRAM message",
-                                   {}};
-            }
-            pr::put_sasl_response(out, *final_msg);
-            break;
-          }
-          case pr::authcode::kSaslFinal:
-            if (!scram || !scram->verify_server_final(req->data)) {
-              co_return ProxyError{std::string(ss::kInvalidAuthorizationSpecification),
-                                   "server " + where + " failed to prove it knows the SCRAM verifier",
-                                   {}};
-            }
-            break;
-          default:
-            co_return ProxyError{std::string(ss::kFeatureNotSupported),
-                                 "server " + where +
-                                     " asks for an authentication method pgward does not support (" +
-                                     std::to_string(req->code) + ")",
-                                 {}};
-        }
-        if (!out.empty() && !co_await write(out)) co_return lost();
+        if (!req) co_return lost_during_login(where);
+        if (auto err = answer_authentication(target_, where, *req, scram, out)) co_return err;
+        if (!out.empty() && !co_await write(out)) co_return lost_during_login(where);
         break;
       }
       default:

@@ -8,8 +8,9 @@
 
 #include "protocol/auth.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/error_text.hpp"
+#include "protocol/frontend.hpp"
 #include "protocol/sql_text.hpp"
-#include "proxy/prepared.hpp"
 
 namespace pr = pgward::protocol;
 
@@ -25,9 +26,9 @@ void parse_bodies(std::string_view body) {
   (void)pr::parse_query(body);
   (void)pr::parse_first_column(body);
   if (auto f = pr::parse_fields(body)) (void)pr::find_field(*f, 'C');
-  (void)pgward::proxy::parse_parse(body);
-  (void)pgward::proxy::parse_bind(body);
-  (void)pgward::proxy::parse_target(body);
+  (void)pr::parse_parse(body);
+  (void)pr::parse_bind(body);
+  (void)pr::parse_target(body);
 }
 
 }  // namespace
@@ -87,8 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (r.name_len != 0) last = r.name_pos + r.name_len;
       }
       (void)pr::sql::may_name_statements(rest);
-      (void)pgward::proxy::translate_error(rest,
-                                           {{"pgw_x", "q", 3, 5, 1}, {"pgw_missing", "\"Odd\"", 20, 11, 5}});
+      (void)pr::translate_error(rest, {{"pgw_x", "q", 3, 5, 1}, {"pgw_missing", "\"Odd\"", 20, 11, 5}});
       break;
     }
   }

@@ -339,6 +339,10 @@ TEST(Admin, JsonViews) {
   EXPECT_EQ(clients.status, 200);
   EXPECT_NE(clients.body.find("\"state\":\"active\""), std::string::npos) << clients.body;
   EXPECT_NE(clients.body.find("\"state\":\"idle\""), std::string::npos) << clients.body;
+  // The session's own phase beside PgBouncer's state: the client in its transaction is linked to a server.
+  EXPECT_NE(clients.body.find("\"state\":\"active\",\"phase\":\"linked\""), std::string::npos)
+      << clients.body;
+  EXPECT_NE(clients.body.find("\"state\":\"idle\",\"phase\":\"idle\""), std::string::npos) << clients.body;
   EXPECT_NE(clients.body.find(std::string("\"user\":\"") + kTrustUser + "\""), std::string::npos)
       << clients.body;
 

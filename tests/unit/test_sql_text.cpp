@@ -108,3 +108,30 @@ TEST(SqlText, CheapFilter) {
 
 }  // namespace
 }  // namespace pgward::protocol::sql
+
+namespace pgward::protocol::sql {
+namespace {
+
+TEST(SqlText, CommitAndRollbackAreRecognisedOnlyAlone) {
+  EXPECT_TRUE(is_commit("COMMIT"));
+  EXPECT_TRUE(is_commit("  commit   work ; "));
+  EXPECT_TRUE(is_commit("END TRANSACTION"));
+  EXPECT_FALSE(is_commit("COMMIT PREPARED 'x'"));
+  EXPECT_FALSE(is_commit("COMMIT; SELECT 1"));
+  EXPECT_FALSE(is_commit("ROLLBACK"));
+  EXPECT_TRUE(is_rollback("abort"));
+  EXPECT_TRUE(is_rollback("Rollback Transaction;"));
+  EXPECT_FALSE(is_rollback("ROLLBACK TO SAVEPOINT a"));
+  EXPECT_EQ(short_command("Commit\tWork;"), "commit work");
+  EXPECT_EQ(short_command(std::string(65, 'a')), "");
+}
+
+TEST(SqlText, MayCommitErrsTowardsYes) {
+  EXPECT_TRUE(may_commit("SELECT 1; COMMIT"));
+  EXPECT_TRUE(may_commit("PREPARE TRANSACTION 'gid'"));
+  EXPECT_TRUE(may_commit("select * from weekend"));  // a false yes costs only 08007 for 08006
+  EXPECT_FALSE(may_commit("INSERT INTO t VALUES (1)"));
+}
+
+}  // namespace
+}  // namespace pgward::protocol::sql

@@ -1,0 +1,256 @@
+// Startup and login ("Message Flow: Start-up"): SSL/GSSENC answers, NegotiateProtocolVersion, authentication,
+// the welcome.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "protocol/auth.hpp"
+#include "protocol/sqlstate.hpp"
+#include "protocol/startup_params.hpp"
+#include "proxy/session.hpp"
+#include "proxy/session_shared.hpp"
+
+namespace pgward::proxy {
+
+namespace pr = protocol;
+namespace ss = protocol::sqlstate;
+
+namespace {
+
+// Parameters the server reports (ParameterStatus) that no session can SET: they are the server's, not the
+// client's, and never restored. Every other reported parameter is part of each client's session.
+constexpr std::string_view kServerOwnedParams[] = {"server_version",    "server_encoding",
+                                                   "integer_datetimes", "in_hot_standby",
+                                                   "is_superuser",      "session_authorization"};
+
+bool server_owned(std::string_view name) {
+  return std::find(std::begin(kServerOwnedParams), std::end(kServerOwnedParams), name) !=
+         std::end(kServerOwnedParams);
+}
+
+}  // namespace
+
+asio::awaitable<Session::LoginResult> Session::startup() {
+  for (;;) {
+    auto r = pr::decode_startup(client_unread());
+    if (r.status == pr::Status::need_more) {
+      if (!co_await fill_client()) co_return LoginResult::closed;
+      continue;
+    }
+    if (r.status == pr::Status::error) {
+      co_await send_error(ss::kProtocolViolation, r.error, true);
+      co_return LoginResult::closed;
+    }
+    consume_client(r.consumed);
+
+    if (std::holds_alternative<pr::SslRequest>(r.message) ||
+        std::holds_alternative<pr::GssEncRequest>(r.message)) {
+      // Bytes that arrived with the request were sent before our answer: a client must wait for it, so they
+      // can only be an injection attempt (CVE-2021-23214). PostgreSQL refuses them the same way.
+      if (cend_ != cpos_) {
+        co_await send_error(ss::kProtocolViolation, "received unencrypted data after SSL request", true);
+        co_return LoginResult::closed;
+      }
+      if (!co_await send_client("N")) co_return LoginResult::closed;
+      continue;
+    }
+    if (auto* cancel = std::get_if<pr::CancelRequest>(&r.message)) {
+      proxy_.cancel(*cancel);
+      co_return LoginResult::cancel_request;
+    }
+
+    co_return co_await accept_startup(std::get<pr::StartupPacket>(r.message));
+  }
+}
+
+asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket& sp) {
+  std::vector<std::string_view> unrecognized;
+  for (const auto& [k, v] : sp.params)
+    if (k.starts_with("_pq_.")) unrecognized.push_back(k);
+  if (sp.minor > pr::kProtocolMinor || !unrecognized.empty()) {
+    // "NegotiateProtocolVersion": we speak 3.0 and no protocol extensions; the client decides whether to go
+    // on.
+    std::string out;
+    pr::put_negotiate_protocol_version(out, pr::kProtocolMinor, unrecognized);
+    if (!co_await send_client(out)) co_return LoginResult::closed;
+  }
+
+  if (!proxy_.client_arrived()) {
+    const std::string what = "sorry, too many clients already (max_client_conn = " +
+                             std::to_string(proxy_.config()->max_client_conn) + ")";
+    co_await send_error(ss::kTooManyConnections, what, true);
+    co_return LoginResult::closed;
+  }
+  counted_ = true;
+
+  const std::string* user = sp.find("user");
+  if (!user || user->empty()) {
+    co_await send_error(ss::kInvalidAuthorizationSpecification,
+                        "no PostgreSQL user name specified in startup packet", true);
+    co_return LoginResult::closed;
+  }
+  user_ = *user;
+  const std::string* dbname = sp.find("database");
+  const std::string database = dbname && !dbname->empty() ? *dbname : user_;
+
+  auto settings = pr::startup_settings(sp);
+  if (!settings) {
+    co_await send_error(ss::kFeatureNotSupported, "unsupported startup option in \"options\"", true,
+                        "pgward accepts only -c name=value and --name=value");
+    co_return LoginResult::closed;
+  }
+
+  // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
+  // in learns nothing about which databases exist.
+  config_ = proxy_.config();
+  if (!co_await authenticate()) co_return LoginResult::closed;
+  resolved_database_ = config_->resolve_database(database);
+  database_ = resolved_database_ ? &*resolved_database_ : nullptr;
+  if (!database_) {
+    const std::string what = "database \"" + database + "\" does not exist";
+    co_await send_error(ss::kInvalidCatalogName, what, true);
+    co_return LoginResult::closed;
+  }
+  for (auto& [k, v] : *settings) client_params_[k] = std::move(v);
+  co_return LoginResult::ok;
+}
+
+asio::awaitable<bool> Session::authenticate() {
+  const std::string failed = "password authentication failed for user \"" + user_ + "\"";
+  const std::string* secret = config_->find_user_secret(user_);
+  std::string out;
+
+  switch (config_->auth_type) {
+    case config::AuthType::trust: break;
+
+    case config::AuthType::md5: {
+      std::array<std::uint8_t, 4> salt;
+      pr::auth::random_bytes(salt.data(), salt.size());
+      pr::put_authentication_md5(out, salt);
+      if (!co_await send_client(out)) co_return false;
+      auto msg = co_await read_client_message(kMaxLoginMessage);
+      if (!msg) co_return false;
+      auto pw = msg->type == pr::fe::kPassword ? pr::parse_password_message(msg->body) : std::nullopt;
+      if (!pw || !secret || !pr::auth::md5_check(*secret, user_, salt, *pw)) {
+        co_await send_error(ss::kInvalidPassword, failed, true);
+        co_return false;
+      }
+      break;
+    }
+
+    case config::AuthType::scram_sha_256:
+      if (!co_await authenticate_scram(out, failed)) co_return false;
+      break;
+  }
+  out.clear();
+  pr::put_authentication_ok(out);
+  co_return co_await send_client(out);
+}
+
+asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::string& failed) {
+  // Verifiers are derived when the users file is loaded, never here. An unknown user (or one with only
+  // an md5 verifier) still goes through the whole exchange, as PostgreSQL does, against a mock verifier
+  // whose salt is stable per name and that costs no key derivation: neither the salt nor the time taken
+  // tells which user names exist.
+  const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
+  const bool usable = verifier != nullptr;
+  pr::auth::ScramServer scram(usable ? *verifier
+                                     : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
+  pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
+  if (!co_await send_client(out)) co_return false;
+
+  auto first = co_await read_client_message(kMaxLoginMessage);
+  if (!first) co_return false;
+  auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
+  if (!init || init->mechanism != "SCRAM-SHA-256") {
+    co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism",
+                        true);
+    co_return false;
+  }
+  auto server_first = scram.handle_client_first(init->data);
+  if (!server_first) {
+    co_await send_error(ss::kProtocolViolation, "malformed SCRAM message", true);
+    co_return false;
+  }
+  out.clear();
+  pr::put_authentication_sasl_continue(out, *server_first);
+  if (!co_await send_client(out)) co_return false;
+
+  auto final_msg = co_await read_client_message(kMaxLoginMessage);
+  if (!final_msg) co_return false;
+  if (final_msg->type != pr::fe::kPassword) {
+    co_await send_error(ss::kProtocolViolation, "expected SASL response", true);
+    co_return false;
+  }
+  auto server_final = scram.handle_client_final(final_msg->body);
+  if (!server_final || !usable) {
+    co_await send_error(ss::kInvalidPassword, failed, true);
+    co_return false;
+  }
+  out.clear();
+  pr::put_authentication_sasl_final(out, *server_final);
+  if (!co_await send_client(out)) co_return false;
+  co_return true;
+}
+
+asio::awaitable<bool> Session::finish_login() {
+  pool_ = proxy_.pool_for(*database_, user_);
+  if (!pool_) {
+    const std::string what =
+        "too many databases served through the fallback database (max_fallback_databases = " +
+        std::to_string(config_->max_fallback_databases) + ")";
+    co_await send_error(ss::kTooManyConnections, what, true);
+    co_return false;
+  }
+  track_.set_pool(pool_);
+  const auto mode = database_->pool.mode;
+  // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
+  rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;
+
+  // The server's defaults tell the client what it has unless it asked otherwise. When pgward knows no
+  // defaults yet, or the client asked for values of its own, one server checks them now: a bad value then
+  // fails the login as it would on PostgreSQL, and the values come back in the server's spelling ("ISO" =>
+  // "ISO, MDY").
+  bool need_server = mode == config::PoolMode::session || !pool_->pool.has_server_params();
+  if (!need_server) {
+    const auto defaults = pool_->pool.server_params();
+    for (const auto& [k, v] : client_params_) {
+      auto it = defaults.find(k);
+      if (it == defaults.end() || it->second != v) need_server = true;
+    }
+  }
+  if (need_server) {
+    if (mode == config::PoolMode::session) {
+      if (!co_await link(true)) co_return false;
+    } else {
+      auto lease = co_await acquire(true);
+      if (!lease) co_return false;
+      lease.release(true);
+    }
+  }
+
+  // A client that did not ask for a reported setting has the server's default for it, wherever it lands: a
+  // value another client gave at startup (default_transaction_read_only, say) never reaches it.
+  const auto defaults = pool_->pool.server_params();
+  for (const auto& [name, value] : defaults) {
+    if (!server_owned(name) && !client_params_.contains(name)) client_params_.emplace(name, value);
+  }
+  client_params_changed_ = true;
+
+  track_.logged_in(database_->name, user_);
+  if (phase_ == Phase::login) transition(Phase::idle);  // (session mode: linked already)
+
+  std::string out;
+  for (const auto& [k, v] : defaults) {
+    auto it = client_params_.find(k);
+    pr::put_parameter_status(out, k, it != client_params_.end() ? it->second : v);
+  }
+  pr::put_backend_key_data(out, key_.process_id, key_.secret_key);
+  pr::put_ready_for_query(out, pr::kTxIdle);
+  if (!co_await send_client(out)) co_return false;
+  spdlog::info("client {} logged in: user {} database {} ({} mode)", id_, user_, database_->name,
+               config::to_string(mode));
+  co_return true;
+}
+
+}  // namespace pgward::proxy

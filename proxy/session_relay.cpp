@@ -1,0 +1,497 @@
+// The relay: client_loop() moves the client's bytes to the linked server, server_loop() the server's bytes to
+// the client. Whole messages pass through untouched unless pgward must look inside them (prepared statements,
+// ReadyForQuery, ParameterStatus, errors); bytes are read into one buffer per side and written on in spans,
+// so the common path copies nothing. The per-message work is synchronous: only what must wait (an error to
+// send, a server to link) leaves the loop for a coroutine of its own.
+#include <spdlog/spdlog.h>
+
+#include "protocol/frontend.hpp"
+#include "protocol/sqlstate.hpp"
+#include "proxy/session.hpp"
+#include "proxy/session_shared.hpp"
+
+namespace pgward::proxy {
+
+namespace pr = protocol;
+namespace ss = protocol::sqlstate;
+
+namespace {
+
+bool is_copy(char type) {
+  return type == pr::fe::kCopyData || type == pr::fe::kCopyDone || type == pr::fe::kCopyFail;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// client -> server
+
+asio::awaitable<void> Session::client_loop() {
+  auto self = shared_from_this();
+  relaying_ = true;
+  ClientMessage m;
+  for (;;) {
+    if (!co_await fill_client()) break;
+    if (idle_transaction_timer_) idle_transaction_timer_->cancel();
+    if (phase_ == Phase::resolving) {
+      co_await wait_resolved();
+      if (client_gone_) break;
+    }
+
+    Cursor c{cpos_, cpos_};
+    Step step = Step::next;
+    while (c.pos < cend_ && step == Step::next) {
+      if (client_pass_ > 0) {
+        const std::size_t n = std::min(client_pass_, cend_ - c.pos);
+        c.pos += n;
+        client_pass_ -= n;
+        continue;
+      }
+      if (client_drop_ > 0) {
+        const std::size_t n = std::min(client_drop_, cend_ - c.pos);
+        c.pos += n;
+        client_drop_ -= n;
+        c.span = c.pos;
+        continue;
+      }
+      step = take_client_message(c, m);
+      if (step == Step::wait) {
+        // (Awaited into a local of its own: GCC 12 frees the callee's frame twice when the co_await is the
+        // right side of an assignment here, or the condition of an if.)
+        const Step slow = co_await take_client_message_slowly(m, c);
+        step = slow;
+      }
+    }
+    if (server_) {
+      auto server = server_;  // server_loop may unlink it while the write is under way
+      bool ok = true;
+      server_write_busy_ = true;
+      if (!wire_.empty()) {
+        // Something in this batch was rewritten: send the rewritten copy.
+        wire_.append(cbuf_, c.span, c.pos - c.span);
+        ok = co_await server->write(wire_);
+        wire_.clear();
+      } else if (c.pos > c.span) {
+        ok = co_await server->write(std::string_view(cbuf_).substr(c.span, c.pos - c.span));
+      }
+      server_write_busy_ = false;
+      if (!ok) server->close();
+      // What held the server may be gone now (the rest of a message that went out in part).
+      if (ok && server_ == server && releasable()) request_release();
+    }
+    wire_.clear();
+    consume_client(c.pos - cpos_);
+    if (step == Step::stop) break;
+  }
+  co_await client_finished();
+}
+
+Session::Step Session::take_client_message(Cursor& c, ClientMessage& m) {
+  auto h = pr::read_header(std::string_view(cbuf_).substr(c.pos, cend_ - c.pos), config_->max_message_size);
+  if (h.status == pr::Status::need_more) return Step::need_more;
+  const char type = h.header.type;
+  m = ClientMessage{};
+  m.type = type;
+  if (h.status == pr::Status::error || !pr::is_frontend_type(type) || type == pr::fe::kPassword) {
+    if (server_) {
+      // server_loop may be writing to the client right now: close both sides rather than interleave an error.
+      spdlog::info("client {} closed by pgward: protocol violation while linked", id_);
+      server_->close();
+      return Step::stop;
+    }
+    m.violation = h.status == pr::Status::error
+                      ? std::string(h.error)
+                      : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type));
+    return Step::wait;
+  }
+  spdlog::trace("client {} -> {} ({} bytes)", id_, pr::frontend_type_name(type), h.header.total());
+  if (type == pr::fe::kTerminate) return Step::stop;
+
+  const std::size_t total = h.header.total();
+  m.total = total;
+  const bool rewritten =
+      rewrite_ && (type == pr::fe::kParse || type == pr::fe::kBind || type == pr::fe::kDescribe ||
+                   type == pr::fe::kClose || type == pr::fe::kQuery);
+  // A message pgward must see whole but may not buffer: the server is made to fail in its place.
+  m.too_big = rewritten && total > config_->max_buffer_per_client;
+  // Whole messages larger than the usual buffer also draw on max_buffer_total, shared by all clients.
+  m.over_budget = rewritten && !m.too_big && !reserve_for(total, cend_ - c.pos);
+  // After a lost transaction, a ROLLBACK is answered without a server: its text must be seen whole.
+  m.lost_query = lost_ != Lost::none && !server_ && type == pr::fe::kQuery && total <= kClientBufferSize;
+  if ((rewritten || m.lost_query) && !m.too_big && !m.over_budget && cend_ - c.pos < total) {
+    client_want_ = total;  // fill_client makes room for it (bounded by max_buffer_per_client)
+    return Step::need_more;
+  }
+  ++messages_seen_;  // taken up from here on (a message read whole comes back here until it is)
+  m.whole = cend_ - c.pos >= total;
+  m.message = std::string_view(cbuf_).substr(c.pos, std::min(total, cend_ - c.pos));
+  if (discard_until_sync_) {
+    client_drop_ = total;
+    return type == pr::fe::kSync ? Step::wait : Step::next;
+  }
+  if (!server_) return Step::wait;
+  forward_client_message(m, c);
+  return Step::next;
+}
+
+bool Session::reserve_for(std::size_t total, std::size_t available) {
+  if (total <= kClientBufferSize || available >= total || buffer_reserved_ >= total - kClientBufferSize)
+    return true;
+  const std::size_t more = total - kClientBufferSize - buffer_reserved_;
+  if (!proxy_.reserve_buffer(more)) return false;
+  buffer_reserved_ += more;
+  return true;
+}
+
+asio::awaitable<Session::Step> Session::take_client_message_slowly(const ClientMessage& m, Cursor& c) {
+  if (!m.violation.empty()) {
+    co_await send_error(ss::kProtocolViolation, m.violation, true);
+    client_gone_ = true;
+    co_return Step::stop;
+  }
+  if (discard_until_sync_) {  // the Sync that ends the discarding
+    discard_until_sync_ = false;
+    co_await send_ready_for_query(discard_status_);
+    discard_status_ = pr::kTxIdle;
+    co_return Step::next;
+  }
+  // No server is linked.
+  if (is_copy(m.type)) {
+    client_drop_ = m.total;  // stray copy messages: PostgreSQL ignores them too
+    co_return Step::next;
+  }
+  if (proxy_.draining()) {
+    co_await send_error(ss::kAdminShutdown, "pgward is shutting down", true);
+    co_return Step::stop;
+  }
+  if (lost_ != Lost::none &&
+      (lost_ == Lost::unreported || (m.lost_query && pr::sql::is_rollback(pr::query_text(m.message))))) {
+    client_drop_ = m.total;
+    const std::string_view text = m.whole ? m.message : std::string_view();
+    co_await answer_lost_transaction(m.type, text);
+    co_return Step::next;
+  }
+  const bool linked = co_await link(false);
+  if (!linked) {
+    // As PostgreSQL after an error: a simple query ends with ReadyForQuery, the extended protocol skips to
+    // the next Sync.
+    client_drop_ = m.total;
+    if (m.type == pr::fe::kQuery || m.type == pr::fe::kFunctionCall || m.type == pr::fe::kSync) {
+      co_await send_ready_for_query();
+    } else {
+      discard_until_sync_ = true;
+    }
+    co_return Step::next;
+  }
+  c.span = c.pos;
+  if (rewrite_) drop_foreign_sql_statements(wire_);
+  forward_client_message(m, c);
+  co_return Step::next;
+}
+
+void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
+  const char type = m.type;
+  const bool fresh = gate_.fresh();  // this message starts a new batch
+  if (fresh && !server_->evicted.empty() && !is_copy(type)) {
+    wire_.append(cbuf_, c.span, c.pos - c.span);
+    c.span = c.pos;
+    close_on_server(wire_, server_->evicted);
+    server_->evicted.clear();
+  }
+  const std::int64_t outstanding = gate_.pending();
+  if (gate_.client_message(type)) track_.query_sent(outstanding);
+  note_in_flight(type, m.message, m.whole);
+  if (m.too_big || m.over_budget) {
+    wire_.append(cbuf_, c.span, c.pos - c.span);
+    refuse_message(wire_, type, m.too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
+                   m.too_big
+                       ? "message of " + std::to_string(m.total) + " bytes exceeds max_buffer_per_client (" +
+                             std::to_string(config_->max_buffer_per_client) + " bytes)"
+                       : "out of memory for unfinished client messages: message of " +
+                             std::to_string(m.total) + " bytes refused (max_buffer_total)");
+    client_drop_ = m.total;
+    c.span = c.pos;
+    return;
+  }
+  if (database_->pool.commit_resolution == config::CommitResolution::verify && fresh && m.whole &&
+      gate_.tx_status() == pr::kTxInBlock &&
+      ((type == pr::fe::kQuery && pr::sql::is_commit(pr::query_text(m.message))) ||
+       (type == pr::fe::kParse && rewrite_ && pr::sql::is_commit(pr::parse_text(m.message))))) {
+    // Learn the transaction id in the same round trip as the COMMIT, in case the server dies before
+    // answering it (see server_lost()). Through the extended protocol only with rewriting on: the queue of
+    // expected answers is what lets pgward complete the batch's replies if the COMMIT is verified.
+    wire_.append(cbuf_, c.span, c.pos - c.span);
+    c.span = c.pos;
+    pr::put_query(wire_, "SELECT coalesce(pg_catalog.txid_current_if_assigned(), 0)");
+    expect(pr::fe::kQuery, pr::On::txid);
+    gate_.injected();
+    commit_txid_.reset();
+    if (!rewrite_) expect(pr::fe::kQuery);  // the COMMIT: the queue covers every answer in flight
+  }
+  if (rewrite_ && !is_copy(type) && type != pr::fe::kFlush) {
+    if (type == pr::fe::kQuery) {
+      if (note_simple_query(m.message, wire_, c)) return;
+    } else if (type != pr::fe::kParse && type != pr::fe::kBind && type != pr::fe::kDescribe &&
+               type != pr::fe::kClose) {
+      expect(type);  // Execute, Sync, FunctionCall
+    } else {
+      wire_.append(cbuf_, c.span, c.pos - c.span);
+      if (!rewrite_message(type, m.message, wire_)) {
+        // PostgreSQL would end the connection; pgward refuses the one message and the session goes on.
+        refuse_message(wire_, type, ss::kProtocolViolation,
+                       "invalid " + std::string(pr::frontend_type_name(type)) + " message format");
+      }
+      c.pos += m.total;
+      c.span = c.pos;
+      return;
+    }
+  }
+  client_pass_ = m.total;
+}
+
+asio::awaitable<void> Session::client_finished() {
+  client_gone_ = true;
+  if (stalled_) {
+    pr::put_error_response(farewell_, {"FATAL", ss::kProtocolViolation,
+                                       "terminating connection: a message was not finished within "
+                                       "client_message_timeout"});
+    track_.proxy_error(ss::kProtocolViolation);
+    spdlog::info("client {} closed by pgward: stalled in the middle of a message", id_);
+  }
+  boost::system::error_code ec;
+  if (server_) {
+    // Wake server_loop so that it cleans the server up (DISCARD ALL in session mode) or closes it, and says
+    // the farewell: while a server is linked, only server_loop writes to the client.
+    server_->socket().cancel(ec);
+    if (farewell_.empty()) client_.close(ec);
+  } else {
+    if (!farewell_.empty()) co_await send_client(farewell_);
+    client_.close(ec);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// server -> client
+
+asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
+  auto self = shared_from_this();
+  ServerConn& s = *server;
+  for (;;) {
+    if (client_gone_) break;
+    if (release_wanted_ && releasable()) {
+      release_wanted_ = false;
+      unlink(s.rpos == s.rend, unlinked_phase());
+      co_return;
+    }
+    if (!co_await s.fill()) {
+      // Woken by request_release() (the read was cancelled), or the server is gone.
+      if (std::exchange(release_wanted_, false) && server_ == server && !client_gone_) {
+        if (releasable()) {
+          unlink(s.rpos == s.rend, unlinked_phase());
+          co_return;
+        }
+        continue;  // something new went out meanwhile: keep reading
+      }
+      break;
+    }
+
+    Cursor c{s.rpos, s.rpos};
+    const ServerScan scan = scan_server(s, c);
+    bool sent = true;
+    if (!server_wire_.empty()) {
+      server_wire_.append(s.rbuf, c.span, c.pos - c.span);
+      sent = co_await send_client(server_wire_);
+      server_wire_.clear();
+    } else if (c.pos > c.span) {
+      sent = co_await send_client(std::string_view(s.rbuf).substr(c.span, c.pos - c.span));
+    }
+    s.consume(c.pos - s.rpos);
+    if (!sent) {
+      client_gone_ = true;
+      client_write_failed_ = true;
+      break;
+    }
+    if (scan.bad) {
+      spdlog::warn("client {}: server {} sent a malformed message", id_, s.id());
+      break;
+    }
+    if (scan.statement_violation) {
+      co_await end_statement_violation(s);
+      co_return;
+    }
+    // Decided before the write to the client, checked again after it: while that write was under way,
+    // client_loop may have sent the next batch to this still-linked server, and releasing now would strand it
+    // there. Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no
+    // server that has unread bytes.
+    if (scan.release && releasable()) {
+      unlink(s.rpos == s.rend, unlinked_phase());
+      co_return;
+    }
+  }
+  if (server_ != server) co_return;  // already released
+  co_await server_finished(s);
+}
+
+Session::ServerScan Session::scan_server(ServerConn& s, Cursor& c) {
+  ServerScan scan;
+  while (c.pos < s.rend) {
+    if (server_pass_ > 0) {
+      const std::size_t n = std::min(server_pass_, s.rend - c.pos);
+      c.pos += n;
+      server_pass_ -= n;
+      continue;
+    }
+    if (server_drop_ > 0) {
+      const std::size_t n = std::min(server_drop_, s.rend - c.pos);
+      c.pos += n;
+      server_drop_ -= n;
+      c.span = c.pos;
+      continue;
+    }
+    const std::string_view rest = std::string_view(s.rbuf).substr(c.pos, s.rend - c.pos);
+    auto h = pr::read_header(rest, kMaxServerMessage);
+    if (h.status == pr::Status::need_more) break;
+    if (h.status == pr::Status::error) {
+      scan.bad = true;
+      break;
+    }
+    const char type = h.header.type;
+    const std::size_t total = h.header.total();
+    // Messages looked inside are handled only once they are whole, and nothing below runs twice for one
+    // message (a split message breaks out here before any state changes).
+    const bool inspected = type == pr::be::kReadyForQuery || type == pr::be::kParameterStatus;
+    const bool small_error = type == pr::be::kErrorResponse && total <= ServerConn::kBufferSize;
+    if (inspected && total > ServerConn::kBufferSize) {
+      scan.bad = true;
+      break;
+    }
+    if ((inspected || small_error) && rest.size() < total) break;  // read the rest of it first
+    const std::string_view body =
+        rest.substr(pr::kHeaderSize, std::min(h.header.body_size(), rest.size() - 5));
+    if (small_error) {
+      if (auto fatal = pr::fatal_message(body)) {
+        // PostgreSQL closes the connection after a FATAL. The client keeps its own connection: it hears of
+        // the loss from server_lost(), as one ERROR that quotes this message.
+        server_fatal_ = std::move(*fatal);
+        server_wire_.append(s.rbuf, c.span, c.pos - c.span);
+        server_drop_ = total;
+        continue;
+      }
+      track_.server_error(body);
+    }
+    if (!expects_.empty()) {
+      const Answer a = answer(type, body, s);
+      if (a.disposition != pr::Disposition::forward) {
+        if (type == pr::be::kReadyForQuery) gate_.injected_ready();  // an injected preamble's
+        // Cut this message out of what goes to the client (and put the replacement in its place).
+        server_wire_.append(s.rbuf, c.span, c.pos - c.span);
+        server_wire_.append(a.replacement);
+        server_drop_ = total;
+        continue;
+      }
+    }
+    if (!inspected) {
+      server_pass_ = total;
+      continue;
+    }
+    const Seen seen = inspect_server_message(type, body, s);
+    if (seen == Seen::bad) {
+      scan.bad = true;
+      break;
+    }
+    if (seen == Seen::violation) {  // forward up to this ReadyForQuery, then roll back
+      scan.statement_violation = true;
+      break;
+    }
+    c.pos += total;
+    if (seen == Seen::release) {
+      scan.release = true;
+      break;
+    }
+  }
+  return scan;
+}
+
+Session::Seen Session::inspect_server_message(char type, std::string_view body, ServerConn& s) {
+  if (type == pr::be::kParameterStatus) {
+    if (auto ps = pr::parse_parameter_status(body)) {
+      s.params[std::string(ps->first)] = ps->second;
+      s.params_match = {};
+      if (auto it = client_params_.find(ps->first); it != client_params_.end()) {
+        it->second = ps->second;
+        client_params_changed_ = true;
+      }
+    }
+    return Seen::ok;
+  }
+  auto st = pr::parse_ready_for_query(body);
+  if (!st) return Seen::bad;
+  const auto verdict = gate_.ready_for_query(*st, database_->pool.mode == config::PoolMode::statement);
+  track_.ready_for_query(*st, gate_.pending());
+  if (gate_.answered()) {
+    in_doubt_ = false;
+    commit_txid_.reset();
+    if (*st != pr::kTxIdle) arm_idle_transaction_timer();
+  }
+  if (verdict == pr::TxnGate::Verdict::violation) return Seen::violation;
+  return releasable() ? Seen::release : Seen::ok;
+}
+
+asio::awaitable<void> Session::end_statement_violation(ServerConn& s) {
+  s.consume(6);  // the ReadyForQuery reporting the open transaction
+  if (!gate_.fresh() || server_write_busy_ || client_pass_ > 0) {
+    // The client pipelined more behind the transaction block: its replies would mix with the rollback's.
+    co_await send_error(ss::kFeatureNotSupported,
+                        "transaction blocks are not allowed in statement pooling mode", true);
+    unlink(false, unlinked_phase());
+    co_return;
+  }
+  // client_loop holds the client's next messages until this is answered.
+  pool::Lease lease = detach(Phase::resolving);
+  auto err = co_await s.run_internal("ROLLBACK");
+  co_await send_error(ss::kFeatureNotSupported,
+                      "transaction blocks are not allowed in statement pooling mode", false);
+  co_await send_ready_for_query();
+  give_back(std::move(lease), !err && s.rpos == s.rend && s.cancels_in_flight == 0);
+  transition(unlinked_phase());
+  if (resolved_) resolved_->cancel();
+}
+
+asio::awaitable<void> Session::server_finished(ServerConn& s) {
+  if (client_gone_) {
+    const bool clean = gate_.quiet() && server_pass_ == 0 && client_pass_ == 0 && !server_write_busy_ &&
+                       s.cancels_in_flight == 0 && s.rpos == s.rend;
+    if (!farewell_.empty()) {
+      // Nothing is half-written to the client unless a server message is, or a write broke off: then the
+      // farewell cannot be said.
+      if (server_pass_ == 0 && !client_write_failed_) co_await send_client(farewell_);
+      farewell_.clear();
+      boost::system::error_code ec;
+      client_.close(ec);
+    }
+    pool::Lease lease = detach(Phase::closing);
+    bool reusable = false;
+    if (clean) {
+      // Session mode: what this client left behind must not reach the next one.
+      track_.closing_begin();
+      reusable = !co_await s.run_internal("DISCARD ALL");
+      track_.closing_end();
+      for (const auto& name : s.set_unreported) s.params.erase(name);
+      s.set_unreported.clear();
+      s.params_match = {};
+    }
+    give_back(std::move(lease), reusable);
+    co_return;
+  }
+  if (proxy_.draining()) {  // terminate() closed it: shutdown_timeout passed during the drain
+    // The error goes out before the unlink so that client_loop, which writes to the client only while
+    // unlinked, cannot write at the same time.
+    co_await send_error(ss::kAdminShutdown, "terminating connection because pgward is shutting down", true);
+    unlink(false, unlinked_phase());
+    co_return;
+  }
+  spdlog::warn("client {}: server {} connection lost", id_, s.id());
+  co_await server_lost(s);
+}
+
+}  // namespace pgward::proxy

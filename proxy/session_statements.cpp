@@ -1,0 +1,485 @@
+// Prepared statements in transaction and statement modes: each client's statement names live in a namespace
+// of its own, on servers shared with other clients (see prepared.hpp for the naming, protocol/sql_text.hpp
+// for the SQL scanner). Every message pgward sends in a client's place queues what its response means
+// (protocol/response_queue.hpp).
+#include "protocol/frontend.hpp"
+#include "protocol/sqlstate.hpp"
+#include "proxy/session.hpp"
+
+namespace pgward::proxy {
+
+namespace pr = protocol;
+using pr::parse_bind;
+using pr::parse_parse;
+using pr::parse_target;
+using pr::put_bind;
+using pr::put_close;
+using pr::put_describe;
+using pr::put_parse;
+using pr::sql::mentions_ci;
+
+// What the response queue asks of the session: the undo of a failed request, the client's names a
+// successful DEALLOCATE drops, the client's text for an error, the transaction id learnt before a COMMIT.
+struct Session::QueueHooks {
+  Session& session;
+  ServerConn& server;
+
+  void undo(Notes& n, bool failed) { session.undo(n, server, failed); }
+  void succeeded(Notes& n) { session.forget_on_success(n); }
+  std::string rewrite(Notes* n, std::string_view body, bool stand_in) {
+    if (!n) return {};
+    if (stand_in) return pr::rewrite_error(body, n->error_code, n->error);
+    if (!n->swaps.empty()) return pr::translate_error(body, n->swaps);
+    return {};
+  }
+  void txid(std::string_view row) {
+    // 0 (InvalidTransactionId) when the transaction wrote nothing and so has no id: kept as "".
+    if (auto v = pr::parse_first_column(row))
+      session.commit_txid_ = *v == "0" ? std::string() : std::string(*v);
+  }
+};
+
+pr::ResponseQueue<Session::Notes>::Answer Session::answer(char type, std::string_view body,
+                                                          ServerConn& server) {
+  QueueHooks hooks{*this, server};
+  return expects_.answer(type, body, hooks);
+}
+
+void Session::abandon_expected(ServerConn& server) {
+  QueueHooks hooks{*this, server};
+  expects_.abandon(hooks);
+}
+
+void Session::inject_sync(std::string& wire) {
+  pr::put_sync(wire);
+  expect(pr::fe::kSync, pr::On::swallow);
+  gate_.injected();
+}
+
+Session::Expected& Session::expect(char request, pr::On on) { return expects_.push(request, on); }
+
+void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
+  ServerStatements& held = server_->statements;
+  if (held.contains(stmt->server_name)) {
+    held.touch(stmt->server_name);
+    stats::add(pool_->stats.prepared_hits);
+    return;
+  }
+  if (!stmt->sql.empty())
+    return;  // made by SQL PREPARE: only a simple query re-creates it (see rewrite_prepare_execute)
+  stats::add(pool_->stats.prepared_misses);
+  evict_for_one(wire);
+  // Close first: harmless when the statement is absent, and it keeps a server whose statements were dropped
+  // behind pgward's back (DISCARD ALL inside a function, say) from answering the Parse with 42P05.
+  put_close(wire, 'S', stmt->server_name);
+  expect(pr::fe::kClose, pr::On::swallow);
+  put_parse(wire, stmt->server_name, stmt->tail);
+  expect(pr::fe::kParse, pr::On::swallow).more().server_added = stmt->server_name;
+  held.add(stmt->server_name);
+}
+
+bool Session::rewrite_message(char type, std::string_view message, std::string& wire) {
+  const std::string_view body = message.substr(pr::kHeaderSize);
+  switch (type) {
+    case pr::fe::kParse: return rewrite_parse(body, wire);
+    case pr::fe::kBind:
+    case pr::fe::kDescribe: return rewrite_bind_describe(type, message, wire);
+    case pr::fe::kClose: {
+      auto t = parse_target(body);
+      if (!t) return false;
+      if (t->kind == 'S' && !t->name.empty()) {
+        // Only this client's name goes; the server statement may serve other clients and stays (LRU).
+        statements_.erase(std::string(t->name));
+        put_close(wire, 'S', kNoopStatement);
+      } else {
+        if (t->kind == 'S') {
+          unnamed_.reset();
+          unnamed_on_server_ = false;
+        }
+        wire.append(message);
+      }
+      expect(type);
+      return true;
+    }
+
+    default: break;
+  }
+  return false;
+}
+
+bool Session::rewrite_parse(std::string_view body, std::string& wire) {
+  constexpr char type = pr::fe::kParse;
+  auto p = parse_parse(body);
+  if (!p) return false;
+  // PREPARE, EXECUTE, DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends
+  // DEALLOCATE ALL so after a rollback): they act on this client's names, as in a simple query.
+  std::string rewritten;
+  const std::size_t text_end = p->tail.find('\0');
+  const std::string_view text = p->tail.substr(0, text_end);
+  if (pr::sql::may_name_statements(text)) {
+    const pr::sql::Scan scan = pr::sql::scan_statement_refs(text, dialect());
+    if (scan.refs.empty()) {
+      if (mentions_ci(text, "dealloc") || mentions_ci(text, "discard")) forget_server_statements();
+    } else {
+      Notes notes;
+      rewritten = rewrite_statement_names(text, scan, wire, false, notes);
+      if (!notes.error_code.empty()) {
+        refuse_message(wire, type, notes.error_code, std::move(notes.error));
+        return true;
+      }
+      rewritten += p->tail.substr(text_end);  // the parameter types
+      p->tail = rewritten;
+      // It runs at an Execute later in the batch, or never: the client's names go now, as they always did
+      // through the extended protocol.
+      forget_on_success(notes);
+    }
+  }
+  if (p->name.empty()) {
+    // The unnamed statement keeps PostgreSQL's meaning: it goes to the server as it is, and pgward
+    // remembers it so that a Bind in a later transaction (another server) still finds it.
+    Notes& x = expect(type).more();
+    x.unnamed_parse = true;
+    x.prev_unnamed = unnamed_;
+    x.prev_unnamed_on_server = unnamed_on_server_;
+    unnamed_ = make_unnamed_statement(p->tail);
+    unnamed_on_server_ = true;
+    put_parse(wire, "", p->tail);
+    return true;
+  }
+  std::string name(p->name);
+  if (statements_.contains(name)) {
+    // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would
+    // be.
+    refuse_message(wire, type, "42P05", "prepared statement \"" + name + "\" already exists");
+    return true;
+  }
+  StatementPtr stmt = make_statement(p->tail);
+  statements_[name] = stmt;
+  if (server_->statements.contains(stmt->server_name)) {
+    server_->statements.touch(stmt->server_name);
+    stats::add(pool_->stats.prepared_hits);
+    put_close(wire, 'S', kNoopStatement);
+    expect(pr::fe::kClose, pr::On::parse_complete);
+  } else {
+    ensure_on_server(stmt, wire);
+    // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes
+    // through.
+    expects_.back().on = pr::On::forward;
+  }
+  expects_.back().more().client_name = std::move(name);
+  expects_.back().more().stmt = std::move(stmt);
+  return true;
+}
+
+bool Session::rewrite_bind_describe(char type, std::string_view message, std::string& wire) {
+  const std::string_view body = message.substr(pr::kHeaderSize);
+  std::string_view statement;
+  std::optional<pr::BindView> bind;
+  if (type == pr::fe::kBind) {
+    bind = parse_bind(body);
+    if (!bind) return false;
+    statement = bind->statement;
+  } else {
+    auto t = parse_target(body);
+    if (!t) return false;
+    if (t->kind == 'P') {
+      wire.append(message);
+      expect(type);
+      return true;
+    }
+    statement = t->name;
+  }
+
+  std::string_view server_name;
+  std::string missing;
+  if (statement.empty()) {
+    if (!unnamed_) {
+      missing = "unnamed prepared statement does not exist";
+    } else if (!unnamed_on_server_) {
+      put_parse(wire, "", unnamed_->tail);
+      expect(pr::fe::kParse, pr::On::swallow);
+      expects_.back().more().injected_unnamed = true;
+      unnamed_on_server_ = true;
+    }
+  } else if (auto it = statements_.find(std::string(statement));
+             it != statements_.end() &&
+             (it->second->sql.empty() || server_->statements.contains(it->second->server_name))) {
+    // (A statement made by SQL PREPARE cannot be re-created inside an extended-protocol batch: only a
+    // simple query can carry PREPARE, and it would end the batch's implicit transaction.)
+    ensure_on_server(it->second, wire);
+    server_name = it->second->server_name;
+  } else {
+    missing = "prepared statement \"" + std::string(statement) + "\" does not exist";
+  }
+  if (!missing.empty()) {
+    server_name = kMissingStatement;
+    close_missing(wire, false);
+  }
+
+  if (type == pr::fe::kBind) {
+    put_bind(wire, bind->portal, server_name, bind->rest);
+  } else {
+    put_describe(wire, 'S', server_name);
+  }
+  expect(type, missing.empty() ? pr::On::forward : pr::On::error);
+  if (!missing.empty()) {
+    expects_.back().more().error_code = "26000";
+    expects_.back().more().error = std::move(missing);
+  }
+  return true;
+}
+
+void Session::forget_server_statements() {
+  // The server may have dropped statements behind pgward's back (a DEALLOCATE or DISCARD that pgward cannot
+  // see, in a function or a DO block): the next use of each parses it again, Close first. The names of SQL
+  // statements stay listed so that another client's checkout still closes them.
+  server_->statements.clear();
+}
+
+bool Session::evict_for_one(std::string& wire) {
+  const std::size_t max = database_->pool.max_prepared_statements;
+  bool closed = false;
+  while (auto victim = server_->statements.evict_over(max - 1)) {
+    stats::add(pool_->stats.prepared_evictions);
+    put_close(wire, 'S', *victim);
+    expect(pr::fe::kClose, pr::On::swallow).more().server_removed = std::move(*victim);
+    closed = true;
+  }
+  return closed;
+}
+
+bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool simple_query) {
+  if (server_->statements.contains(stmt->server_name)) {
+    server_->statements.touch(stmt->server_name);
+    stats::add(pool_->stats.prepared_hits);
+    return true;
+  }
+  if (stmt->sql.empty()) {
+    // Made by a Parse: Close + Parse, completed by a Sync of its own when a simple query follows.
+    ensure_on_server(stmt, wire);
+    if (simple_query) inject_sync(wire);
+    return true;
+  }
+  // Made by SQL PREPARE: only a simple query can re-create it (inside an extended-protocol batch a PREPARE
+  // query would end the batch's implicit transaction). Close first, in case the server still has it.
+  if (!simple_query) return false;
+  stats::add(pool_->stats.prepared_misses);
+  if (evict_for_one(wire)) inject_sync(wire);
+  put_close(wire, 'S', stmt->server_name);
+  expect(pr::fe::kClose, pr::On::swallow);
+  inject_sync(wire);
+  pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
+  expect(pr::fe::kQuery, pr::On::swallow).more().server_added = stmt->server_name;
+  gate_.injected();
+  server_->statements.add(stmt->server_name);
+  server_->sql_owner = id_;
+  server_->sql_statements.push_back(stmt->server_name);
+  return true;
+}
+
+void Session::drop_foreign_sql_statements(std::string& wire) {
+  ServerConn& s = *server_;
+  if (s.sql_owner == id_ || s.sql_statements.empty()) {
+    s.sql_owner = id_;
+    return;
+  }
+  for (const std::string& name : s.sql_statements) s.statements.erase(name);
+  close_on_server(wire, s.sql_statements);
+  s.sql_statements.clear();
+  s.sql_owner = id_;
+}
+
+void Session::close_on_server(std::string& wire, const std::vector<std::string>& names) {
+  // Close, not DEALLOCATE: closing a statement that is gone already is no error.
+  bool any = false;
+  for (const std::string& name : names) {
+    if (server_->statements.contains(name)) continue;  // made again since
+    put_close(wire, 'S', name);
+    expect(pr::fe::kClose, pr::On::swallow);
+    any = true;
+  }
+  if (!any) return;
+  inject_sync(wire);
+}
+
+void Session::close_missing(std::string& wire, bool simple_query) {
+  put_close(wire, 'S', kMissingStatement);
+  expect(pr::fe::kClose, pr::On::swallow);
+  if (simple_query) inject_sync(wire);
+}
+
+pr::sql::Dialect Session::dialect() const {
+  pr::sql::Dialect d;
+  if (auto it = client_params_.find("standard_conforming_strings"); it != client_params_.end())
+    d.backslash_quotes = it->second == "off";
+  if (auto it = client_params_.find("client_encoding"); it != client_params_.end())
+    d.client_only_encoding = pr::sql::client_only_encoding(it->second);
+  return d;
+}
+
+void Session::forget_on_success(const Notes& x) {
+  if (x.forget_all) statements_.clear();
+  for (const std::string& name : x.forget) statements_.erase(name);
+}
+
+std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql::Scan& scan,
+                                             std::string& wire, bool simple_query, Notes& notes) {
+  using Kind = pr::sql::StatementRef::Kind;
+  std::string text;
+  std::size_t copied = 0;      // bytes of `sql` already in `text`
+  std::size_t text_chars = 0;  // characters in `text`
+  for (const pr::sql::StatementRef& ref : scan.refs) {
+    if (ref.kind == Kind::deallocate_all || ref.kind == Kind::discard_all) {
+      // DEALLOCATE ALL / DISCARD ALL reach the server as they are: they drop every statement there, which
+      // pgward forgets at once (other clients' shared statements are parsed again on their next use, Close
+      // first). The client's own names go only if the query succeeds. SQL-made names stay listed, so that
+      // the next client's checkout closes them whatever happened.
+      server_->statements.clear();
+      notes.forget_all = true;
+      if (ref.kind == Kind::discard_all) {
+        for (const auto& name : server_->set_unreported) server_->params.erase(name);
+        server_->set_unreported.clear();
+        server_->params_match = {};
+      }
+      continue;
+    }
+    const std::string server_name = server_name_for(ref, wire, simple_query, notes);
+    if (server_name.empty()) return {};  // refused: `notes` holds the error
+    const std::string_view before = sql.substr(copied, ref.name_pos - copied);
+    text += before;
+    text_chars += pr::sql::count_chars(before);
+    const std::string_view written = sql.substr(ref.name_pos, ref.name_len);
+    notes.swaps.push_back(
+        {server_name, ref.name, text_chars, server_name.size(), pr::sql::count_chars(written)});
+    text += server_name;
+    text_chars += server_name.size();
+    copied = ref.name_pos + ref.name_len;
+  }
+  text += sql.substr(copied);
+  return text;
+}
+
+std::string Session::server_name_for(const pr::sql::StatementRef& ref, std::string& wire, bool simple_query,
+                                     Notes& notes) {
+  using Kind = pr::sql::StatementRef::Kind;
+  auto it = statements_.find(ref.name);
+  if (ref.kind == Kind::prepare) {
+    if (it != statements_.end()) {
+      // PostgreSQL's 42P05, raised by the server itself at this very statement.
+      if (!make_present(it->second, wire, simple_query)) {
+        notes.error_code = "42P05";  // the caller has the server fail in its place
+        notes.error = "prepared statement \"" + ref.name + "\" already exists";
+        return {};
+      }
+      return it->second->server_name;
+    }
+    // A server name of its own for every PREPARE: one that failed may still exist on some server.
+    StatementPtr stmt =
+        make_sql_statement(std::to_string(id_) + '\0' + std::to_string(++sql_prepares_), ref.body);
+    statements_[ref.name] = stmt;
+    // Room is made after the query has run: a victim may be a statement this same query creates.
+    server_->statements.add(stmt->server_name);
+    // (Inside an extended-protocol batch the PREPARE runs at Execute, so nothing is evicted for it there;
+    // the next client's checkout closes it anyway.)
+    while (simple_query && server_->statements.size() > database_->pool.max_prepared_statements) {
+      notes.evicted.push_back(*server_->statements.evict_over(database_->pool.max_prepared_statements));
+    }
+    server_->sql_owner = id_;
+    server_->sql_statements.push_back(stmt->server_name);
+    std::string server_name = stmt->server_name;
+    notes.prepared.emplace_back(ref.name, std::move(stmt));
+    return server_name;
+  }
+  // EXECUTE, DEALLOCATE
+  if (it == statements_.end() || !make_present(it->second, wire, simple_query)) {
+    // Not this client's: whatever the name looks like, PostgreSQL answers 26000 for it.
+    if (!notes.uses_missing) close_missing(wire, simple_query);
+    notes.uses_missing = true;
+    return std::string(kMissingStatement);
+  }
+  if (ref.kind == Kind::deallocate) {
+    // The server copy goes, so that the command tag and any error are PostgreSQL's own; other clients that
+    // share it get it parsed again on their next use. The client's name goes once it succeeded.
+    server_->statements.erase(it->second->server_name);
+    notes.forget.push_back(ref.name);
+  }
+  return it->second->server_name;
+}
+
+bool Session::note_simple_query(std::string_view message, std::string& wire, Cursor& c) {
+  // "a simple Query message also destroys the unnamed statement" (Extended Query).
+  unnamed_.reset();
+  unnamed_on_server_ = false;
+  auto sql = pr::parse_query(message.substr(pr::kHeaderSize));
+  if (!sql || !pr::sql::may_name_statements(*sql)) {
+    expect(pr::fe::kQuery);
+    return false;
+  }
+  const pr::sql::Scan scan = pr::sql::scan_statement_refs(*sql, dialect());
+  if (scan.refs.empty()) {
+    if (mentions_ci(*sql, "dealloc") || mentions_ci(*sql, "discard")) forget_server_statements();
+    expect(pr::fe::kQuery);
+    return false;
+  }
+  wire.append(cbuf_, c.span, c.pos - c.span);
+  Notes notes;
+  const std::string text = rewrite_statement_names(*sql, scan, wire, true, notes);
+  pr::put_query(wire, text);
+  Expected& e = expect(pr::fe::kQuery);
+  if (!notes.swaps.empty() || !notes.prepared.empty() || notes.forget_all || !notes.forget.empty()) {
+    Notes& x = e.more();
+    x.swaps = std::move(notes.swaps);
+    x.prepared = std::move(notes.prepared);
+    x.forget = std::move(notes.forget);
+    x.forget_all = notes.forget_all;
+  }
+  // Closed before the client's next batch, once this query has made them (see client_loop).
+  stats::add(pool_->stats.prepared_evictions, notes.evicted.size());
+  for (std::string& name : notes.evicted) server_->evicted.push_back(std::move(name));
+  c.pos += message.size();
+  c.span = c.pos;
+  return true;
+}
+
+void Session::undo(const Notes& x, ServerConn& server, bool failed) {
+  if (!x.client_name.empty()) {
+    auto it = statements_.find(x.client_name);
+    if (it != statements_.end() && it->second == x.stmt) statements_.erase(it);
+  }
+  // A failed query with PREPAREs: which of its statements ran before the error is not known, so none of its
+  // names is kept (a later PREPARE of the same name then works; the server copy, if any, is closed first).
+  for (const auto& [name, stmt] : x.prepared) {
+    auto it = statements_.find(name);
+    if (failed && it != statements_.end() && it->second == stmt) statements_.erase(it);
+    if (failed) server.statements.erase(stmt->server_name);
+  }
+  if (!x.server_added.empty()) server.statements.erase(x.server_added);
+  if (!x.server_removed.empty() && !failed) server.statements.add(x.server_removed);  // skipped: still there
+  if (x.unnamed_parse) {
+    if (failed) {  // PostgreSQL drops the old unnamed statement before parsing the new one
+      unnamed_.reset();
+      unnamed_on_server_ = false;
+    } else {
+      unnamed_ = x.prev_unnamed;
+      unnamed_on_server_ = x.prev_unnamed_on_server;
+    }
+  }
+  if (x.injected_unnamed) unnamed_on_server_ = false;
+}
+
+void Session::refuse_message(std::string& wire, char type, std::string_view sqlstate, std::string message) {
+  // The server fails a stand-in for it (a Query or a Describe of a statement that does not exist), so that a
+  // transaction block or an extended-protocol batch is aborted exactly as PostgreSQL would; the error text is
+  // then replaced with pgward's.
+  close_missing(wire, type == pr::fe::kQuery);
+  if (type == pr::fe::kQuery) {
+    pr::put_query(wire, "EXECUTE " + std::string(kMissingStatement));
+  } else {
+    put_describe(wire, 'S', kMissingStatement);
+  }
+  Notes& x = expect(type == pr::fe::kQuery ? pr::fe::kQuery : pr::fe::kDescribe, pr::On::error).more();
+  x.error_code = sqlstate;
+  x.error = std::move(message);
+}
+
+}  // namespace pgward::proxy
