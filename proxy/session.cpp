@@ -182,17 +182,20 @@ void Session::cancel_done(ServerConn& server, CancelDelivery delivery) {
 }
 
 void Session::terminate() {
-  if (!client_.is_open() || phase_ == Phase::resolving) return;  // a resolving client is answered first
+  if (!client_.is_open()) return;
   if (server_) {
     // Still inside a transaction past shutdown_timeout. server_loop may be writing to the client right now,
     // so it sends the 57P01 itself once the server is gone (after whatever it already forwarded).
     server_->close();
     return;
   }
-  // Unlinked: client_loop only reads, so this is the one writer.
+  // Unlinked: client_loop only reads, so this is the one writer, once pgward's own answer to a lost server or
+  // a refused transaction block (phase resolving) is out.
   asio::co_spawn(
       client_.get_executor(),
       [self = shared_from_this()]() -> asio::awaitable<void> {
+        co_await self->wait_resolved();
+        if (self->server_ || !self->client_.is_open()) co_return;
         co_await self->send_error(ss::kAdminShutdown,
                                   "terminating connection because pgward is shutting down", true);
       },

@@ -157,8 +157,11 @@ asio::awaitable<std::string> Session::lost_answer(const pr::LostPlan& plan,
 
 asio::awaitable<void> Session::wait_resolved() {
   if (!resolved_) resolved_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  // Several may wait (client_loop, a drain's terminate()): the expiry is set once, since setting it cancels
+  // the others' waits; the end of the resolution cancels them all.
   while (phase_ == Phase::resolving) {
-    resolved_->expires_at(asio::steady_timer::time_point::max());
+    if (resolved_->expiry() != asio::steady_timer::time_point::max())
+      resolved_->expires_at(asio::steady_timer::time_point::max());
     co_await resolved_->async_wait(as_tuple(use_awaitable));
   }
 }
