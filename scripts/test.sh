@@ -8,6 +8,8 @@ bash scripts/install-deps.sh
 chmod o+rx . 2>/dev/null || true
 # node-postgres for the driver tests (tests/drivers/node), at the version its package-lock.json pins.
 (cd tests/drivers/node && npm ci --no-audit --no-fund)
+# Every build below (release, ASan+UBSan, fuzz) treats a compiler warning as an error; a user's build does not.
+export PGWARD_WERROR=ON
 
 echo "== release build"
 bash scripts/build.sh
