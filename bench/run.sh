@@ -59,14 +59,14 @@ fi
 log "building pgward"
 build_note=""
 if ! timeout 3600 bash scripts/build.sh pgward >&2; then
-  if [ -x build/proxy/pgward ]; then
+  if [ -x build/app/pgward ]; then
     build_note="the build failed; the previously built binary was used (it may not match the working tree)"
   else
     build_note="the build failed and there is no binary"
   fi
   log "$build_note"
 fi
-pgward_bin="$repo/build/proxy/pgward"
+pgward_bin="$repo/build/app/pgward"
 
 # File descriptors: 10k idle clients need 10k+ in the proxy and in the helper. Take as many as we may.
 # Root may raise the hard limit; where it may not (a container), take the hard limit.

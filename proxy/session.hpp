@@ -9,13 +9,14 @@
 // (response_queue.hpp), the plan for a lost server (lost_server.hpp), the SQL scanners (sql_text.hpp).
 //
 // The member functions are defined by topic:
-//   session.cpp             life cycle: run, transition, link/unlink, cancel, drain, timers
-//   session_client.cpp      the client socket: its buffer, reads, writes, errors, the stall deadline
-//   session_login.cpp       startup, authentication, the welcome
-//   session_checkout.cpp    a server from the pool, connect retries, the client's settings on it
-//   session_statements.cpp  prepared statements: per-client names on shared servers
-//   session_relay.cpp       the two byte pumps
-//   session_faults.cpp      what the client is told when its server dies under it
+//   session.cpp                life cycle: run, transition, link/unlink, cancel, drain, timers
+//   session_client.cpp         the client socket: its buffer, reads, writes, errors, the stall deadline
+//   session_login.cpp          startup, authentication, the welcome
+//   session_checkout.cpp       a server from the pool, connect retries, the client's settings on it
+//   session_statements.cpp     prepared statements: per-client names on shared servers
+//   session_relay_client.cpp   client -> server: client_loop, one client message at a time
+//   session_relay_server.cpp   server -> client: server_loop, the gate, the response queue
+//   session_faults.cpp         what the client is told when its server dies under it
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -170,7 +171,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Back to the usual client buffer once the large message that needed more is handled.
   void shrink_client_buffer();
 
-  // ---- the relay (session_relay.cpp) ----
+  // ---- the relay (session_relay_client.cpp, session_relay_server.cpp) ----
   asio::awaitable<void> client_loop();
   // Takes the client message at c.pos without waiting for anything: forwarded or rewritten bytes
   // accumulate between c.span and c.pos. Step::wait leaves it to take_client_message_slowly().

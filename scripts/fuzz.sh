@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPGWARD_FUZZ=ON -DPGWARD_SANITIZE=ON -DPGWARD_TESTS=OFF >/dev/null
+  -DPGWARD_FUZZ=ON -DPGWARD_SANITIZE=ON -DPGWARD_TESTS=OFF -DPGWARD_WERROR="${PGWARD_WERROR:-OFF}" >/dev/null
 ninja -C build-fuzz fuzz_protocol fuzz_sql_text
 for target in fuzz_protocol fuzz_sql_text; do
   mkdir -p "build-fuzz/corpus-$target"

@@ -51,4 +51,4 @@ cat <<MSG
   Stop with:      Ctrl-C
 
 MSG
-./build/proxy/pgward --config "$dir/pgward.toml"
+./build/app/pgward --config "$dir/pgward.toml"

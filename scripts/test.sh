@@ -8,6 +8,9 @@ bash scripts/install-deps.sh
 chmod o+rx . 2>/dev/null || true
 # node-postgres for the driver tests (tests/drivers/node), at the version its package-lock.json pins.
 (cd tests/drivers/node && npm ci --no-audit --no-fund)
+# Every build below (release, ASan+UBSan, TSan, fuzz) treats a compiler warning as an error; a user's build
+# does not.
+export PGWARD_WERROR=ON
 
 echo "== release build"
 bash scripts/build.sh
@@ -23,6 +26,11 @@ echo "== ASan+UBSan build"
 PGWARD_BUILD_DIR=build-asan PGWARD_BUILD_TYPE=Debug PGWARD_CMAKE_ARGS="-DPGWARD_SANITIZE=ON" bash scripts/build.sh
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 1800 "$@"
+
+# The unit tests and the integration suite under ThreadSanitizer, every pgward with workers = 2: a data race in
+# the proxy, the pools or the admin port fails the run (see scripts/tsan.sh). About 3 minutes once built.
+echo "== TSan build"
+bash scripts/tsan.sh
 
 # A minute of coverage-guided fuzzing over every parser of untrusted bytes (clang, libFuzzer, ASan+UBSan).
 echo "== fuzz"

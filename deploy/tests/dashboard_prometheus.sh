@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 source "$REPO_DIR/scripts/lib-postgres.sh"
 need_build
 dashboard="${PGWARD_DASHBOARD:-$DEPLOY_DIR/grafana/pgward.json}"
-pgward="$BUILD_DIR/proxy/pgward"
+pgward="$BUILD_DIR/app/pgward"
 
 pg_dir="$TMP/pg"
 pg_port="$(free_port)"

@@ -15,6 +15,6 @@ for base in sidecar central monitoring; do
     finish
   fi
 done
-"$PYTHON" "$(dirname "$0")/k8s_check.py" "$TMP" "$BUILD_DIR/proxy/pgward" "$INTERFACE_MD" "$REPO_DIR/README.md" "$TMP" \
+"$PYTHON" "$(dirname "$0")/k8s_check.py" "$TMP" "$BUILD_DIR/app/pgward" "$INTERFACE_MD" "$REPO_DIR/README.md" "$TMP" \
   || failures=$((failures + 1))
 finish

@@ -34,7 +34,7 @@ finish() {
   exit 0
 }
 need_build() {
-  [ -x "$BUILD_DIR/proxy/pgward" ] || {
+  [ -x "$BUILD_DIR/app/pgward" ] || {
     echo "  FAILED: no pgward binary in $BUILD_DIR (run scripts/build.sh first)"
     exit 1
   }

@@ -223,6 +223,17 @@ Children& children() {
   return c;
 }
 
+// `workers = N` from PGWARD_TEST_WORKERS (scripts/tsan.sh runs the suite with 2), or "" when it is unset or
+// when the test's [proxy] keys set workers themselves.
+std::string workers_from_env(const std::string& proxy_keys) {
+  const char* value = std::getenv("PGWARD_TEST_WORKERS");
+  if (value == nullptr || *value == '\0') return "";
+  if (std::string_view(value).find_first_not_of("0123456789") != std::string_view::npos)
+    throw std::runtime_error("PGWARD_TEST_WORKERS=" + std::string(value) + ": expected a number");
+  if (("\n" + proxy_keys).find("\nworkers") != std::string::npos) return "";
+  return "workers = " + std::string(value) + "\n";
+}
+
 }  // namespace
 
 pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent) {
@@ -592,9 +603,10 @@ std::string PgwardConfig::database_toml(std::string_view name, std::string_view 
 Pgward::Pgward(const PgwardConfig& config) {
   dir_ = make_temp_dir("pgward-it");
   port_ = free_port();
-  config_text_ = "[proxy]\nlisten = \"127.0.0.1:" + std::to_string(port_) + "\"\n" + config.proxy +
-                 "\n[auth]\n" + config.auth + (config.users.empty() ? "" : "users_file = \"users.toml\"\n") +
-                 "\n[pool]\n" + config.pool + "\n" + config.databases;
+  config_text_ = "[proxy]\nlisten = \"127.0.0.1:" + std::to_string(port_) + "\"\n" +
+                 workers_from_env(config.proxy) + config.proxy + "\n[auth]\n" + config.auth +
+                 (config.users.empty() ? "" : "users_file = \"users.toml\"\n") + "\n[pool]\n" + config.pool +
+                 "\n" + config.databases;
   // The admin port defaults to a fixed one: give each pgward its own unless the test configures [admin].
   if (config_text_.find("\n[admin]") == std::string::npos) {
     admin_port_ = free_port();

@@ -189,7 +189,8 @@ pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log
 // The whole configuration file except `[proxy] listen`, which the harness chooses and writes first. Text
 // after the [[database]] tables (in `databases`) may add further tables such as [admin]; without one, the
 // harness adds an [admin] table listening on a free port, so that no two pgward processes compete for the
-// default port.
+// default port. With PGWARD_TEST_WORKERS=N in the environment the harness also writes `workers = N` unless
+// `proxy` sets workers.
 struct PgwardConfig {
   std::string proxy = "max_client_conn = 10000\nlog_level = \"debug\"\n";  // further [proxy] keys
   std::string auth = "type = \"trust\"\n";                                 // [auth] keys

@@ -8,7 +8,7 @@
 # "direct"; a test that also fails directly is never held against pgward).
 #
 # Environment:
-#   PGWARD_BINARY=/path/to/pgward   test this binary instead of building ./build/proxy/pgward
+#   PGWARD_BINARY=/path/to/pgward   test this binary instead of building ./build/app/pgward
 #   REGRESS_MODES="direct session transaction"   the runs to make (direct is needed for the comparison)
 #   REGRESS_OUT=DIR                 where each run's regression.out/.diffs/results go (default build/regress)
 #   REGRESS_CACHE=DIR               where the Debian source of the regression files is kept (default
@@ -133,7 +133,7 @@ chmod a+rx "$cache" "$cache/$server_version"
 binary="${PGWARD_BINARY:-}"
 if [ -z "$binary" ]; then
   bash scripts/build.sh pgward >/dev/null
-  binary="$root/build/proxy/pgward"
+  binary="$root/build/app/pgward"
 fi
 [ -x "$binary" ] || die "pgward binary $binary not found"
 binary="$(realpath "$binary")"
