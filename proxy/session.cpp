@@ -125,8 +125,10 @@ void Session::unlink(bool reusable, Phase next) {
 
 void Session::give_back(pool::Lease lease, bool reusable) {
   reusable = reusable && !cancel_unsure_;
-  spdlog::debug("client {} gave back server {} ({})", id_, lease.server_as<ServerConn>()->id(),
-                reusable ? "reusable" : "closed");
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("client {} gave back server {} ({})", id_,
+                  static_cast<const ServerConn&>(*lease.server()).id(), reusable ? "reusable" : "closed");
+  }
   lease.release(reusable);
 }
 

@@ -105,9 +105,9 @@ asio::awaitable<pool::Lease> Session::acquire(bool fatal) {
     co_await send_error(err->sqlstate, err->message, fatal, err->detail);
     co_return pool::Lease();
   }
-  auto server = lease.server_as<ServerConn>();
-  if (auto perr = co_await restore_params(*server)) {
-    lease.release(server->healthy());
+  ServerConn& server = static_cast<ServerConn&>(*lease.server());
+  if (auto perr = co_await restore_params(server)) {
+    lease.release(server.healthy());
     co_await send_error(perr->sqlstate, perr->message, fatal, perr->detail);
     co_return pool::Lease();
   }
