@@ -136,6 +136,8 @@ class Lexer {
         }
       }
     }
+    // Unterminated: a backslash or a multibyte lead as the last byte may have stepped past the end.
+    i_ = s_.size();
     complete_ = false;
   }
 

@@ -135,3 +135,25 @@ TEST(SqlText, MayCommitErrsTowardsYes) {
 
 }  // namespace
 }  // namespace pgward::protocol::sql
+
+namespace pgward::protocol::sql {
+namespace {
+
+TEST(SqlText, UnterminatedStringEndingInAnEscapeStaysInsideTheText) {
+  // Found by fuzz_sql_text: a backslash, or a client-only encoding's lead byte, as the last byte of an
+  // unterminated string stepped the scanner past the end, and the statement's range with it.
+  for (const std::string& text :
+       {std::string("PREPARE e AS SELECT E'abc\\"), std::string("PREPARE e AS SELECT '\xec")}) {
+    Dialect d;
+    d.backslash_quotes = true;
+    d.client_only_encoding = "BIG5";
+    const Scan scan = scan_statement_refs(text, d);
+    EXPECT_FALSE(scan.complete);
+    ASSERT_EQ(scan.refs.size(), 1u) << text;
+    EXPECT_EQ(scan.refs[0].stmt_pos + scan.refs[0].stmt_len, text.size()) << text;
+    EXPECT_LE(scan.refs[0].body.data() + scan.refs[0].body.size(), text.data() + text.size()) << text;
+  }
+}
+
+}  // namespace
+}  // namespace pgward::protocol::sql
