@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-postgres.sh
+source bench/lib.sh
 [ "$#" -ge 1 ] || { echo "usage: $0 PGWARD_BINARY..." >&2; exit 2; }
 scenarios="${BENCH_SCENARIOS:-simple extended prepared}"
 duration="${BENCH_DURATION:-10}"
@@ -29,29 +30,10 @@ for rep in $(seq 1 "$reps"); do
   for sc in $scenarios; do
     for bin in "$@"; do
       port="$(free_port)"
-      admin="$(free_port)"
-      cat >"$dir/pgward.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$port"
-log_level = "warn"
-[admin]
-listen = "127.0.0.1:$admin"
-[auth]
-type = "trust"
-[pool]
-mode = "transaction"
-size = 16
-[[database]]
-name = "bench"
-host = "127.0.0.1"
-port = $pg_port
-TOML
+      bench_pgward_config "$dir/pgward.toml" "$port" "$pg_port"
       "$bin" --config "$dir/pgward.toml" >"$dir/pgward.log" 2>&1 &
       pid=$!
-      for _ in $(seq 1 100); do
-        (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-        sleep 0.1
-      done
+      wait_listening "$port" 10 || true
       tps="$("$pgbench" -S -M "$sc" -n -c "$clients" -j 2 -T "$duration" -h 127.0.0.1 -p "$port" -U postgres bench 2>/dev/null |
         awk '/^tps = / {printf "%.0f", $3}')"
       kill -INT "$pid"

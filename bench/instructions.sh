@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-postgres.sh
+source bench/lib.sh
 [ "$#" -ge 1 ] || { echo "usage: $0 PGWARD_BINARY..." >&2; exit 2; }
 command -v callgrind_control >/dev/null || apt-get install -y -q valgrind >/dev/null
 scenarios="${BENCH_SCENARIOS:-simple extended prepared}"
@@ -25,30 +26,11 @@ printf '| binary | scenario | instructions per transaction |\n|---|---|--:|\n'
 for bin in "$@"; do
   for sc in $scenarios; do
     port="$(free_port)"
-    admin="$(free_port)"
-    cat >"$dir/pgward.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$port"
-log_level = "warn"
-[admin]
-listen = "127.0.0.1:$admin"
-[auth]
-type = "trust"
-[pool]
-mode = "transaction"
-size = 16
-[[database]]
-name = "bench"
-host = "127.0.0.1"
-port = $pg_port
-TOML
+    bench_pgward_config "$dir/pgward.toml" "$port" "$pg_port"
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" --config "$dir/pgward.toml" \
       >"$dir/valgrind.log" 2>&1 &
     vg=$!
-    for _ in $(seq 1 200); do
-      (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_listening "$port" 20 || true
     "$pgbench" -S -M "$sc" -n -c 16 -j 2 -t 100 -h 127.0.0.1 -p "$port" -U postgres bench >/dev/null 2>&1
     callgrind_control -z "$vg" >/dev/null 2>&1
     "$pgbench" -S -M "$sc" -n -c 16 -j 2 -t 500 -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench.log" 2>&1

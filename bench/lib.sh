@@ -1,0 +1,33 @@
+# Shell helpers shared by bench/instructions.sh and bench/compare.sh (sourced, after scripts/lib-postgres.sh).
+
+# bench_pgward_config FILE PORT PG_PORT: a pgward in transaction mode (pool 16, trust) listening on PORT, its
+# admin port on a free port, in front of database "bench" of the PostgreSQL on PG_PORT.
+bench_pgward_config() {
+  local file="$1" port="$2" pg_port="$3"
+  cat >"$file" <<TOML
+[proxy]
+listen = "127.0.0.1:$port"
+log_level = "warn"
+[admin]
+listen = "127.0.0.1:$(free_port)"
+[auth]
+type = "trust"
+[pool]
+mode = "transaction"
+size = 16
+[[database]]
+name = "bench"
+host = "127.0.0.1"
+port = $pg_port
+TOML
+}
+
+# wait_listening PORT SECONDS: until something accepts on 127.0.0.1:PORT, at most SECONDS.
+wait_listening() {
+  local port="$1" tries=$(($2 * 10))
+  for _ in $(seq 1 "$tries"); do
+    (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
