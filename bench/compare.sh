@@ -15,15 +15,7 @@ scenarios="${BENCH_SCENARIOS:-simple extended prepared}"
 duration="${BENCH_DURATION:-10}"
 reps="${BENCH_REPS:-3}"
 clients="${BENCH_CLIENTS:-16}"
-pgbench=/usr/lib/postgresql/15/bin/pgbench
-
-dir="$(mktemp -d /tmp/pgward-compare.XXXXXX)"
-chmod 755 "$dir"
-trap 'pkill -f "$dir/pgward.toml" 2>/dev/null || true; pg_stop "$dir/pg"; rm -rf "$dir"' EXIT
-pg_port="$(free_port)"
-pg_start "$dir/pg" "$pg_port"
-pg_sql "$dir/pg" "$pg_port" "CREATE DATABASE bench"
-"$pgbench" -i -q -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres bench >/dev/null 2>&1
+bench_postgres compare
 
 declare -A sum
 for rep in $(seq 1 "$reps"); do

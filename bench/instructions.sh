@@ -12,15 +12,7 @@ source bench/lib.sh
 [ "$#" -ge 1 ] || { echo "usage: $0 PGWARD_BINARY..." >&2; exit 2; }
 command -v callgrind_control >/dev/null || apt-get install -y -q valgrind >/dev/null
 scenarios="${BENCH_SCENARIOS:-simple extended prepared}"
-pgbench=/usr/lib/postgresql/15/bin/pgbench
-
-dir="$(mktemp -d /tmp/pgward-instr.XXXXXX)"
-chmod 755 "$dir"
-trap 'pkill -f "$dir/pgward.toml" 2>/dev/null || true; pg_stop "$dir/pg"; rm -rf "$dir"' EXIT
-pg_port="$(free_port)"
-pg_start "$dir/pg" "$pg_port"
-pg_sql "$dir/pg" "$pg_port" "CREATE DATABASE bench"
-"$pgbench" -i -q -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres bench >/dev/null 2>&1
+bench_postgres instr
 
 printf '| binary | scenario | instructions per transaction |\n|---|---|--:|\n'
 for bin in "$@"; do

@@ -1,5 +1,19 @@
 # Shell helpers shared by bench/instructions.sh and bench/compare.sh (sourced, after scripts/lib-postgres.sh).
 
+pgbench=/usr/lib/postgresql/15/bin/pgbench
+
+# bench_postgres NAME: a throwaway PostgreSQL with pgbench's tables (scale 1) in database "bench", in a fresh
+# temporary folder, both removed at exit. Sets `dir` (the folder) and `pg_port`.
+bench_postgres() {
+  dir="$(mktemp -d "/tmp/pgward-$1.XXXXXX")"
+  chmod 755 "$dir"
+  trap 'pkill -f "$dir/pgward.toml" 2>/dev/null || true; pg_stop "$dir/pg"; rm -rf "$dir"' EXIT
+  pg_port="$(free_port)"
+  pg_start "$dir/pg" "$pg_port"
+  pg_sql "$dir/pg" "$pg_port" "CREATE DATABASE bench"
+  "$pgbench" -i -q -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres bench >/dev/null 2>&1
+}
+
 # bench_pgward_config FILE PORT PG_PORT: a pgward in transaction mode (pool 16, trust) listening on PORT, its
 # admin port on a free port, in front of database "bench" of the PostgreSQL on PG_PORT.
 bench_pgward_config() {
