@@ -92,13 +92,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // One client message, as take_client_message() found it.
   struct ClientMessage {
     char type = 0;
-    std::size_t total = 0;     // its size, header included
-    std::string_view message;  // what of it is in the buffer
-    bool whole = false;        // all of it is
-    bool too_big = false;      // over max_buffer_per_client, and pgward must see it whole: refused
-    bool over_budget = false;  // max_buffer_total has no room for it: refused
-    bool lost_query = false;   // a Query after a lost transaction: pgward may answer it
-    std::string violation;     // a malformed message while unlinked: the 08P01 text
+    std::size_t total = 0;          // its size, header included
+    std::string_view message;       // what of it is in the buffer
+    bool whole = false;             // all of it is
+    bool too_big = false;           // over max_buffer_per_client, and pgward must see it whole: refused
+    bool over_budget = false;       // max_buffer_total has no room for it: refused
+    bool lost_query = false;        // a Query after a lost transaction: pgward may answer it
+    bool violation = false;         // malformed, or a type no client may send, while unlinked: 08P01
+    std::string_view header_error;  // read_header()'s (static) text for a malformed header
   };
   // What server_loop makes of a ReadyForQuery or ParameterStatus.
   enum class Seen : std::uint8_t { ok, bad, violation, release };

@@ -96,9 +96,8 @@ Session::Step Session::take_client_message(Cursor& c, ClientMessage& m) {
       server_->close();
       return Step::stop;
     }
-    m.violation = h.status == pr::Status::error
-                      ? std::string(h.error)
-                      : "invalid frontend message type " + std::to_string(static_cast<unsigned char>(type));
+    m.violation = true;
+    m.header_error = h.error;  // empty for a well-framed message of a type no client may send
     return Step::wait;
   }
   spdlog::trace("client {} -> {} ({} bytes)", id_, pr::frontend_type_name(type), h.header.total());
@@ -141,8 +140,12 @@ bool Session::reserve_for(std::size_t total, std::size_t available) {
 }
 
 asio::awaitable<Session::Step> Session::take_client_message_slowly(const ClientMessage& m, Cursor& c) {
-  if (!m.violation.empty()) {
-    co_await send_error(ss::kProtocolViolation, m.violation, true);
+  if (m.violation) {
+    // Built before the co_await: GCC 12 destroys temporaries of a conditional inside co_await twice.
+    const std::string what = m.header_error.empty() ? "invalid frontend message type " +
+                                                          std::to_string(static_cast<unsigned char>(m.type))
+                                                    : std::string(m.header_error);
+    co_await send_error(ss::kProtocolViolation, what, true);
     client_gone_ = true;
     co_return Step::stop;
   }

@@ -77,7 +77,8 @@ struct PoolStats {
   Gauge clients_idle{0};
   Gauge clients_waiting{0};
   Gauge clients_active{0};
-  // Servers being cleaned up (DISCARD ALL in session mode) after their client left, before they go back or close.
+  // Servers being cleaned up (DISCARD ALL in session mode) after their client left, before they go back or
+  // close.
   Gauge servers_closing{0};
 
   Counter transactions{0};
