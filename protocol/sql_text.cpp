@@ -15,6 +15,8 @@ struct Token {
   std::string folded;  // word: lower-cased; quoted: the identifier with "" undone
 };
 
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c; }
+
 bool ident_start(unsigned char c) {
   const unsigned char lower = c | 0x20;
   return (lower >= 'a' && lower <= 'z') || c == '_' || c >= 0x80;
@@ -42,7 +44,10 @@ std::size_t char_len(std::string_view encoding, unsigned char lead, unsigned cha
 
 class Lexer {
  public:
-  Lexer(std::string_view text, const Dialect& dialect) : s_(text), d_(dialect) {}
+  // `fold` off leaves Token::folded empty, so that lexing allocates nothing; the token's bytes are then
+  // text.substr(pos, len).
+  Lexer(std::string_view text, const Dialect& dialect, bool fold = true)
+      : s_(text), d_(dialect), fold_(fold) {}
 
   bool next(Token& t) {
     skip_blank();
@@ -70,9 +75,10 @@ class Lexer {
     } else if (c == '$' && dollar_quote()) {
       t.type = Token::Type::string;
     } else if (ident_start(c)) {
-      while (i_ < s_.size() && ident_char(static_cast<unsigned char>(s_[i_]))) {
-        const char ch = s_[i_++];
-        t.folded += (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch | 0x20) : ch;
+      const std::size_t from = i_;
+      while (i_ < s_.size() && ident_char(static_cast<unsigned char>(s_[i_]))) ++i_;
+      if (fold_) {
+        for (const char ch : s_.substr(from, i_ - from)) t.folded += lower(ch);
       }
       t.type = Token::Type::word;
     } else {
@@ -151,7 +157,7 @@ class Lexer {
         }
         ++i_;
       }
-      t.folded += s_[i_];
+      if (fold_) t.folded += s_[i_];
     }
     complete_ = false;
   }
@@ -179,6 +185,7 @@ class Lexer {
 
   std::string_view s_;
   const Dialect& d_;
+  bool fold_;
   std::size_t i_ = 0;
   bool complete_ = true;
 };
@@ -264,6 +271,278 @@ void scan_statement(std::string_view sql, const std::vector<Token>& t, Scan& out
   }
 }
 
+// A token as session_effects keeps it: a view of its bytes, no copy.
+struct Span {
+  Token::Type type = Token::Type::other;
+  std::string_view text;
+};
+
+// `text` spells the lower-case word `word`, ASCII case aside (PostgreSQL folds keywords in ASCII only).
+bool equals_ci(std::string_view text, std::string_view word) {
+  if (text.size() != word.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i)
+    if (lower(text[i]) != word[i]) return false;
+  return true;
+}
+
+bool starts_ci(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() && equals_ci(text.substr(0, prefix.size()), prefix);
+}
+
+// The token is the keyword `word`: an unquoted word, case aside.
+bool is_kw(const Span& t, std::string_view word) {
+  return t.type == Token::Type::word && equals_ci(t.text, word);
+}
+
+// The token names the identifier `word` (lower-case): an unquoted word, case aside, or a quoted identifier
+// spelling it exactly ("pg_temp").
+bool names(const Span& t, std::string_view word) {
+  if (t.type == Token::Type::word) return equals_ci(t.text, word);
+  if (t.type != Token::Type::quoted) return false;
+  std::string_view inner = t.text;
+  if (!inner.empty() && inner.front() != '"') inner.remove_prefix(2);  // U&"..."
+  inner.remove_prefix(1);
+  if (!inner.empty() && inner.back() == '"') inner.remove_suffix(1);
+  return inner == word;
+}
+
+// Session-level advisory locks: held past the transaction, until unlocked or the session ends (the _xact_
+// variants end with the transaction).
+bool advisory_lock(const Span& t) {
+  for (const std::string_view f :
+       {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"})
+    if (names(t, f)) return true;
+  return false;
+}
+
+// The contents of a string token, quotes and a $tag$ undone ('' and escapes are left as they are: the words
+// around them are what matters); `backslash` tells whether \ escapes the next byte.
+std::string_view string_body(std::string_view text, bool backslash_quotes, bool& backslash) {
+  backslash = backslash_quotes;
+  if (!text.empty() && text.front() == '$') {
+    const std::size_t tag = text.find('$', 1) + 1;
+    const std::string_view close = text.substr(0, tag);
+    text.remove_prefix(tag);
+    if (text.size() >= close.size() && text.ends_with(close)) text.remove_suffix(close.size());
+    backslash = false;
+    return text;
+  }
+  if (!text.empty() && (text.front() == 'e' || text.front() == 'E')) {
+    text.remove_prefix(1);
+    backslash = true;
+  } else if (!text.empty() && text.front() != '\'') {
+    text.remove_prefix(2);  // U&'...'
+    backslash = false;
+  }
+  text.remove_prefix(1);
+  if (!text.empty() && text.back() == '\'') text.remove_suffix(1);
+  return text;
+}
+
+// A DO block's body is PL/pgSQL (or another language), not SQL: its words are searched wherever they stand,
+// strings and comments included, and dynamic SQL built from pieces escapes the search.
+void scan_do_body(std::string_view body, bool backslash, SessionEffects& out, Pin& pin) {
+  bool after_with = false;
+  for (std::size_t i = 0; i < body.size();) {
+    const auto c = static_cast<unsigned char>(body[i]);
+    if (backslash && c == '\\') {
+      i += 2;
+      continue;
+    }
+    if (!ident_start(c)) {
+      ++i;
+      continue;
+    }
+    const std::size_t from = i;
+    while (i < body.size() && ident_char(static_cast<unsigned char>(body[i]))) ++i;
+    const std::string_view w = body.substr(from, i - from);
+    Pin found = Pin::none;
+    if (equals_ci(w, "temp") || equals_ci(w, "temporary") || equals_ci(w, "pg_temp")) {
+      found = Pin::temp;
+    } else if (equals_ci(w, "listen")) {
+      found = Pin::listen;
+    } else if (advisory_lock(Span{Token::Type::word, w})) {
+      found = Pin::advisory_lock;
+    } else if (after_with && equals_ci(w, "hold")) {
+      found = Pin::cursor;
+    } else if (equals_ci(w, "load")) {
+      found = Pin::load;
+    } else if (equals_ci(w, "unlisten") || equals_ci(w, "discard") || equals_ci(w, "drop") ||
+               equals_ci(w, "close") || starts_ci(w, "pg_advisory_unlock")) {
+      out.releases = true;
+    }
+    if (pin == Pin::none) pin = found;
+    after_with = equals_ci(w, "with");
+  }
+}
+
+// session_effects() one token at a time, one statement after the other. Keeps the statement's first few
+// tokens (past EXPLAIN and its options) and the last three, nothing more.
+class EffectsScan {
+ public:
+  EffectsScan(std::string_view sql, const Dialect& dialect) : sql_(sql), dialect_(dialect) {}
+
+  void token(const Token& tok) {
+    const Span t{tok.type, sql_.substr(tok.pos, tok.len)};
+    if (!st_.any) {
+      st_.any = true;
+      st_.pos = tok.pos;
+    }
+    st_.end = tok.pos + tok.len;
+    if (!explain_prefix(t)) {
+      if (st_.heads < kHead) st_.head[st_.heads++] = t;
+      anywhere(t);
+    }
+    st_.last[2] = st_.last[1];
+    st_.last[1] = st_.last[0];
+    st_.last[0] = t;
+  }
+
+  // At a ';' or the end of the text.
+  void end_statement() {
+    if (st_.any) {
+      statement();
+      if (out.pin == Pin::none && st_.pin != Pin::none) {
+        out.pin = st_.pin;
+        out.pin_pos = st_.pos;
+        out.pin_len = st_.end - st_.pos;
+      }
+    }
+    st_ = Statement{};
+  }
+
+  SessionEffects out;
+
+ private:
+  static constexpr std::size_t kHead = 8;
+  enum class Explain : unsigned char { none, words, options, done };
+
+  // What the current statement has shown so far.
+  struct Statement {
+    bool any = false;
+    std::size_t pos = 0, end = 0;  // its bytes so far
+    Span head[kHead];              // its first tokens, past EXPLAIN's
+    std::size_t heads = 0;
+    Span last[3];  // the last tokens, the latest first
+    Explain explain = Explain::none;
+    int depth = 0;  // in EXPLAIN's parenthesised options
+    bool past_for = false;
+    Pin pin = Pin::none;
+  };
+
+  bool head(std::size_t i, std::string_view word) const { return i < st_.heads && is_kw(st_.head[i], word); }
+
+  void pin(Pin p) {
+    if (st_.pin == Pin::none) st_.pin = p;
+  }
+
+  // EXPLAIN [ANALYZE] [VERBOSE] or EXPLAIN (options): skipped, so that the statement it runs is read as if
+  // it stood alone. True while `t` belongs to that prefix.
+  bool explain_prefix(const Span& t) {
+    if (st_.heads == 0 && st_.explain == Explain::none && is_kw(t, "explain")) {
+      st_.explain = Explain::words;
+      return true;
+    }
+    if (st_.explain == Explain::words) {
+      if (t.type == Token::Type::lparen) {
+        st_.explain = Explain::options;
+        st_.depth = 1;
+        return true;
+      }
+      if (is_kw(t, "analyze") || is_kw(t, "analyse") || is_kw(t, "verbose")) return true;
+      st_.explain = Explain::done;
+      return false;
+    }
+    if (st_.explain == Explain::options) {
+      if (t.type == Token::Type::lparen) ++st_.depth;
+      if (t.type == Token::Type::rparen && --st_.depth == 0) st_.explain = Explain::words;
+      return true;
+    }
+    return false;
+  }
+
+  // Rules that hold wherever the token stands in the statement.
+  void anywhere(const Span& t) {
+    if (names(t, "set_config")) out.settings = true;
+    if (t.type == Token::Type::word && starts_ci(t.text, "pg_advisory_unlock")) out.releases = true;
+    if (advisory_lock(t)) pin(Pin::advisory_lock);
+    // Anything CREATE puts in pg_temp is a temporary object.
+    if (head(0, "create") && names(t, "pg_temp")) pin(Pin::temp);
+    // SELECT ... INTO [LOCAL | GLOBAL] TEMP | TEMPORARY [TABLE] name (not INSERT INTO temp, a table).
+    if (is_kw(t, "temp") || is_kw(t, "temporary")) {
+      const std::size_t into = is_kw(st_.last[0], "local") || is_kw(st_.last[0], "global") ? 1 : 0;
+      const Span& before = st_.last[into + 1];
+      if (is_kw(st_.last[into], "into") && !is_kw(before, "insert") && !is_kw(before, "merge"))
+        pin(Pin::temp);
+    }
+    // DECLARE name ... CURSOR WITH HOLD FOR query: the options stand before FOR.
+    if (head(0, "declare")) {
+      if (is_kw(t, "for")) st_.past_for = true;
+      if (!st_.past_for && is_kw(t, "hold") && is_kw(st_.last[0], "with")) pin(Pin::cursor);
+    }
+    // DO [LANGUAGE name] 'body' or DO 'body' LANGUAGE name (the language may be a string too: searched all
+    // the same).
+    if (head(0, "do") && t.type == Token::Type::string) {
+      bool backslash = false;
+      const std::string_view body = string_body(t.text, dialect_.backslash_quotes, backslash);
+      Pin found = Pin::none;
+      scan_do_body(body, backslash, out, found);
+      if (found != Pin::none) pin(found);
+    }
+  }
+
+  // Rules on the statement's first words, once it is whole.
+  void statement() {
+    if (head(0, "set")) {
+      // SET LOCAL and SET TRANSACTION end with the transaction; SET CONSTRAINTS is transaction state too.
+      if (head(1, "local") || head(1, "transaction") || head(1, "constraints")) return;
+      out.settings = true;
+      const std::size_t i = head(1, "session") && !head(2, "authorization") ? 2 : 1;
+      if (head(i, "time") && head(i + 1, "zone")) {
+        if (head(i + 2, "default") || head(i + 2, "local")) out.resets = true;
+      } else if (head(i, "role")) {
+        if (head(i + 1, "none")) out.resets = true;
+      } else if (head(i, "session") && head(i + 1, "authorization")) {
+        if (head(i + 2, "default")) out.resets = true;
+      } else {
+        for (std::size_t j = i + 1; j + 1 < st_.heads; ++j) {
+          if (is_kw(st_.head[j], "to") || st_.head[j].text == "=") {
+            if (is_kw(st_.head[j + 1], "default")) out.resets = true;
+            break;
+          }
+        }
+      }
+    } else if (head(0, "reset")) {
+      out.settings = out.resets = true;
+    } else if (head(0, "discard")) {
+      out.settings = out.releases = true;
+      if (head(1, "all")) out.resets = true;
+    } else if (head(0, "do")) {
+      out.settings = out.resets = true;
+    } else if (head(0, "listen")) {
+      st_.pin = Pin::listen;
+    } else if (head(0, "load")) {
+      st_.pin = Pin::load;
+    } else if (head(0, "prepare")) {
+      if (head(1, "transaction") && st_.heads > 2 && st_.head[2].type == Token::Type::string) {
+        st_.pin = Pin::prepared_transaction;
+      }
+    } else if (head(0, "unlisten") || head(0, "drop") || head(0, "close")) {
+      out.releases = true;
+    } else if ((head(0, "commit") || head(0, "rollback")) && head(1, "prepared")) {
+      out.releases = true;  // ends a prepared transaction
+    } else if (head(0, "create")) {
+      std::size_t i = head(1, "or") && head(2, "replace") ? 3 : 1;
+      if (head(i, "global") || head(i, "local")) ++i;
+      if (head(i, "temp") || head(i, "temporary")) st_.pin = Pin::temp;
+    }
+  }
+
+  std::string_view sql_;
+  const Dialect& dialect_;
+  Statement st_;
+};
+
 }  // namespace
 
 Scan scan_statement_refs(std::string_view sql, const Dialect& dialect) {
@@ -322,6 +601,44 @@ bool mentions_ci(std::string_view text, std::string_view word) {
 bool may_name_statements(std::string_view sql) {
   return mentions_ci(sql, "execute") || mentions_ci(sql, "prepare") || mentions_ci(sql, "dealloc") ||
          mentions_ci(sql, "discard");
+}
+
+std::string_view pin_name(Pin pin) {
+  switch (pin) {
+    case Pin::none: return "";
+    case Pin::temp: return "temp";
+    case Pin::listen: return "listen";
+    case Pin::advisory_lock: return "advisory_lock";
+    case Pin::cursor: return "cursor";
+    case Pin::load: return "load";
+    case Pin::prepared_transaction: return "prepared_transaction";
+  }
+  return "";
+}
+
+bool may_touch_session(std::string_view sql) {
+  // "set" covers RESET and set_config, "listen" UNLISTEN, "temp" pg_temp and TEMPORARY, "advisory" every
+  // advisory lock and unlock, "prepare" PREPARE TRANSACTION and COMMIT / ROLLBACK PREPARED.
+  for (const std::string_view word :
+       {"set", "listen", "temp", "advisory", "load", "hold", "discard", "do", "prepare", "drop", "close"})
+    if (mentions_ci(sql, word)) return true;
+  return false;
+}
+
+SessionEffects session_effects(std::string_view sql, const Dialect& dialect) {
+  EffectsScan scan(sql, dialect);
+  Lexer lex(sql, dialect, false);
+  Token t;
+  while (lex.next(t)) {
+    if (t.type == Token::Type::semicolon) {
+      scan.end_statement();
+    } else {
+      scan.token(t);
+    }
+  }
+  scan.end_statement();
+  scan.out.complete = lex.complete();
+  return scan.out;
 }
 
 std::size_t count_chars(std::string_view text) {

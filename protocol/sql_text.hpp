@@ -1,4 +1,5 @@
-// SQL text, read only as far as a pooler must: where a query names a prepared statement.
+// SQL text, read only as far as a pooler must: where a query names a prepared statement, and what it does to
+// session state that outlives its transaction.
 //
 // PostgreSQL's SQL commands that name a prepared statement are PREPARE, EXECUTE, DEALLOCATE, EXPLAIN ...
 // EXECUTE and CREATE TABLE ... AS EXECUTE ("SQL Commands" in the PostgreSQL docs). A pooler that gives each
@@ -7,9 +8,15 @@
 // /* */ comments, '...' and E'...' strings, $tag$...$tag$ strings, "quoted" identifiers, several statements
 // separated by ';') and reports each name with its byte range, so that the caller can rewrite the text in
 // place. No I/O, no allocation beyond the result.
+//
+// A transaction pooler hands a server connection to another client once a transaction ends; whatever a
+// statement left on the connection beyond the transaction (a setting, a temporary table, a LISTEN, a session
+// advisory lock, a WITH HOLD cursor, a LOADed library, a prepared transaction) goes with it.
+// session_effects() reads the same tokens, without allocating, and says which of these a text may leave.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +61,51 @@ struct Dialect {
 
 // Every prepared-statement name the text refers to, in order.
 Scan scan_statement_refs(std::string_view sql, const Dialect& dialect = {});
+
+// State a statement leaves on its server connection that a pooler cannot replay on another one.
+enum class Pin : std::uint8_t {
+  none,
+  temp,           // CREATE TEMP ..., SELECT ... INTO TEMP, anything CREATE puts in pg_temp
+  listen,         // LISTEN channel
+  advisory_lock,  // pg_[try_]advisory_lock[_shared] (not the _xact_ variants, which end with the transaction)
+  cursor,         // DECLARE ... CURSOR WITH HOLD
+  load,           // LOAD 'library'
+  prepared_transaction,  // PREPARE TRANSACTION 'gid'
+};
+// "temp", "listen", "advisory_lock", "cursor", "load", "prepared_transaction"; "" for none.
+std::string_view pin_name(Pin pin);
+
+// What a text (a simple Query's, or a Parse's, possibly several statements) may do to session state. Words
+// count only outside strings and comments, ASCII case aside; a quoted identifier is never a keyword.
+struct SessionEffects {
+  // May change a session setting: SET (not SET LOCAL / SET TRANSACTION / SET CONSTRAINTS), RESET, SET ROLE,
+  // SET SESSION AUTHORIZATION, SET TIME ZONE, SET SCHEMA, SET NAMES, SET SESSION CHARACTERISTICS AS
+  // TRANSACTION ..., DISCARD (any), DO, and any statement that mentions set_config.
+  bool settings = false;
+  // May put a setting back to its reset value: RESET x, RESET ALL, SET [SESSION] x TO/= DEFAULT, SET TIME
+  // ZONE DEFAULT / LOCAL, SET ROLE NONE, SET SESSION AUTHORIZATION DEFAULT, DISCARD ALL, DO.
+  bool resets = false;
+  // May end a pin: UNLISTEN, DISCARD, DROP, CLOSE, COMMIT / ROLLBACK PREPARED, any word starting with
+  // pg_advisory_unlock (pg_advisory_unlock, _shared, _all), those words in a DO block's body.
+  bool releases = false;
+  // The first statement that leaves unreplayable state. A DO block's body (PL/pgSQL, not SQL) pins on its
+  // words wherever they stand: temp, temporary, pg_temp, listen, the advisory lock functions, "with hold",
+  // load.
+  Pin pin = Pin::none;
+  // That statement's bytes in the text, from its first token to its end (';' excluded); 0, 0 for none.
+  std::size_t pin_pos = 0;
+  std::size_t pin_len = 0;
+  // False when the text ends inside a string, comment or quoted identifier: PostgreSQL rejects it whole, the
+  // caller treats it as unknown.
+  bool complete = true;
+};
+
+// Whether the text may touch session state at all: a cheap test (no tokenising, no allocation) for the hot
+// path. False guarantees session_effects() finds no setting, reset, release or pin.
+bool may_touch_session(std::string_view sql);
+// What the text may do to session state, read as PostgreSQL reads it in this dialect. Allocates nothing.
+// EXPLAIN's statement is read as if it stood alone.
+SessionEffects session_effects(std::string_view sql, const Dialect& dialect = {});
 
 // The encodings PostgreSQL accepts only from clients, as Dialect::client_only_encoding wants them ("" for the
 // others); `client_encoding` is the setting's value in any case.

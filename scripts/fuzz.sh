@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang + ASan + UBSan and runs each for FUZZ_SECONDS (default 60):
-# fuzz_protocol (framing, every message parser, SCRAM) and fuzz_sql_text (the SQL statement-name scanner).
+# fuzz_protocol (framing, every message parser, SCRAM) and fuzz_sql_text (the SQL scanners).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"

@@ -1,7 +1,8 @@
 // libFuzzer target for the SQL scanner alone (protocol/sql_text.hpp): client SQL text in every dialect pgward
 // reads (standard_conforming_strings on and off, the client-only encodings), checked against the invariants
-// the session relies on when it rewrites statement names in place. Any crash, over-read (ASan), undefined
-// behaviour (UBSan) or broken invariant (abort) is a finding. Run with scripts/fuzz.sh.
+// the session relies on when it rewrites statement names in place and when it reads what a text does to the
+// session. Any crash, over-read (ASan), undefined behaviour (UBSan) or broken invariant (abort) is a finding.
+// Run with scripts/fuzz.sh.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +43,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Each statement names at most one prepared statement (EXPLAIN EXECUTE and CTAS included).
     std::abort();
   }
+
+  const sql::SessionEffects effects = sql::session_effects(text, dialect);
+  // may_touch_session() is the hot path's pre-test: false must mean no effect at all.
+  if (!sql::may_touch_session(text) &&
+      (effects.settings || effects.resets || effects.releases || effects.pin != sql::Pin::none))
+    std::abort();
+  // The pinning statement lies inside the text and is not empty; none leaves the range at zero.
+  if (effects.pin_pos + effects.pin_len > text.size()) std::abort();
+  if ((effects.pin != sql::Pin::none) != (effects.pin_len != 0)) std::abort();
+  if (sql::pin_name(effects.pin).empty() != (effects.pin == sql::Pin::none)) std::abort();
+  // Both scanners read the same tokens.
+  if (effects.complete != scan.complete) std::abort();
   (void)sql::is_commit(text);
   (void)sql::is_rollback(text);
   (void)sql::may_commit(text);
