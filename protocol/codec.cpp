@@ -347,6 +347,26 @@ std::optional<std::string_view> parse_first_column(std::string_view body) {
   return value;
 }
 
+std::optional<std::vector<std::optional<std::string_view>>> parse_data_row(std::string_view body) {
+  Reader rd(body);
+  std::int16_t columns = 0;
+  if (!rd.i16(columns) || columns < 0) return std::nullopt;
+  std::vector<std::optional<std::string_view>> out;
+  for (std::int16_t i = 0; i < columns; ++i) {
+    std::int32_t length = 0;
+    std::string_view value;
+    if (!rd.i32(length)) return std::nullopt;
+    if (length < 0) {
+      out.emplace_back();
+      continue;
+    }
+    if (!rd.bytes(static_cast<std::size_t>(length), value)) return std::nullopt;
+    out.emplace_back(value);
+  }
+  if (!rd.at_end()) return std::nullopt;
+  return out;
+}
+
 std::optional<std::vector<Field>> parse_fields(std::string_view body) {
   Reader rd(body);
   std::vector<Field> out;

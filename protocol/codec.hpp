@@ -192,6 +192,8 @@ std::optional<std::string_view> parse_query(std::string_view body);
 
 // DataRow: the first column's value; nullopt when it is NULL, there are no columns or the row is malformed.
 std::optional<std::string_view> parse_first_column(std::string_view body);
+// DataRow: every column's value (nullopt for NULL); nullopt when the row is malformed.
+std::optional<std::vector<std::optional<std::string_view>>> parse_data_row(std::string_view body);
 
 // ErrorResponse/NoticeResponse fields: (code byte, value) in order.
 struct Field {

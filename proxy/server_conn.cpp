@@ -157,20 +157,24 @@ ProxyError error_from_fields(std::string_view body, std::string_view fallback) {
   return e;
 }
 
-std::string set_statement(std::string_view name, std::string_view value) {
-  std::string sql = "SET \"";
-  for (char c : name) {
-    if (c == '"') sql += '"';
-    sql += c;
-  }
-  sql += "\" TO ";
+void put_sql_literal(std::string& out, std::string_view value) {
   // E'' escapes mean the same whatever standard_conforming_strings is.
-  sql += "E'";
+  out += "E'";
   for (char c : value) {
-    if (c == '\'' || c == '\\') sql += c;
-    sql += c;
+    if (c == '\'' || c == '\\') out += c;
+    out += c;
   }
-  sql += '\'';
+  out += '\'';
+}
+
+std::string set_statement(std::string_view name, std::string_view value) {
+  // set_config() reads the value as a startup parameter or postgresql.conf would: a list setting
+  // (search_path) stays a list, where SET name TO 'a, b' would make it one quoted name.
+  std::string sql = "SELECT pg_catalog.set_config(";
+  put_sql_literal(sql, name);
+  sql += ", ";
+  put_sql_literal(sql, value);
+  sql += ", false)";
   return sql;
 }
 
@@ -356,6 +360,8 @@ asio::awaitable<ServerConn::QueryResult> ServerConn::run_query(std::string_view 
           have_row = true;
           result.value = pr::parse_first_column(msg->body);
         }
+        if (auto row = pr::parse_data_row(msg->body); row && row->size() == 2 && (*row)[0] && (*row)[1])
+          result.pairs.emplace_back(*(*row)[0], *(*row)[1]);
         break;
       case pr::be::kReadyForQuery: {
         auto st = pr::parse_ready_for_query(msg->body);

@@ -100,6 +100,8 @@ class ServerConn final : public pool::Server {
     std::optional<ProxyError> error;   // the first ErrorResponse, or the connection lost
     char status = 0;                   // the ReadyForQuery status; 0 when none arrived
     std::optional<std::string> value;  // the first column of the first row; nullopt for none or NULL
+    // Rows of exactly two non-NULL columns, in order (pgward's own queries that return name/value pairs).
+    std::vector<std::pair<std::string, std::string>> pairs;
   };
   asio::awaitable<QueryResult> run_query(std::string_view sql, Params* mirror = nullptr);
 
@@ -129,7 +131,9 @@ asio::awaitable<CancelDelivery> send_cancel_request(asio::any_io_executor exec, 
 // "could not connect to server ..." and friends, for errors that did not come from an ErrorResponse.
 ProxyError error_from_fields(std::string_view error_body, std::string_view fallback);
 
-// SET "name" TO 'value' with the quoting PostgreSQL needs whatever standard_conforming_strings says.
+// Appends `value` as an SQL string literal that means the same whatever standard_conforming_strings says.
+void put_sql_literal(std::string& out, std::string_view value);
+// A query that SETs `name` to `value` for the session (set_config).
 std::string set_statement(std::string_view name, std::string_view value);
 
 }  // namespace pgward::proxy

@@ -547,6 +547,20 @@ TEST(CodecParse, FirstColumnOfDataRow) {
   EXPECT_FALSE(parse_first_column("").has_value());
 }
 
+TEST(CodecParse, EveryColumnOfDataRow) {
+  const std::string body = b({0, 3, 0, 0, 0, 1}) + "a" + b({0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2}) + "bc";
+  const auto row = parse_data_row(body);  // views into body
+  ASSERT_TRUE(row.has_value());
+  ASSERT_EQ(row->size(), 3u);
+  EXPECT_EQ((*row)[0], "a");
+  EXPECT_FALSE((*row)[1].has_value());  // NULL
+  EXPECT_EQ((*row)[2], "bc");
+  EXPECT_TRUE(parse_data_row(b({0, 0}))->empty());
+  EXPECT_FALSE(parse_data_row(b({0, 1, 0, 0, 0, 5}) + "abc").has_value());  // cut short
+  EXPECT_FALSE(parse_data_row(b({0, 1, 0, 0, 0, 1}) + "ab").has_value());   // bytes left over
+  EXPECT_FALSE(parse_data_row(b({0xff, 0xff})).has_value());                // negative count
+}
+
 TEST(CodecParse, ParameterStatus) {
   const std::string body = z("client_encoding") + z("UTF8");
   auto p = parse_parameter_status(body);
