@@ -169,6 +169,11 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   auto& resolutions = counter(r, "pgward_commit_resolutions_total",
                               "COMMITs in flight when their server died, by the outcome pgward learnt");
 
+  auto& pinned = gauge(r, "pgward_clients_pinned",
+                       "Clients held on their server by session state that cannot follow them, by reason");
+  auto& pins = counter(r, "pgward_pins_total", "Clients pinned to their server, by reason");
+  std::array<double, proxy::kPinReasons> pins_by_reason{};
+
   for (proxy::PoolEntry* e : p.pools()) {
     const Labels base{{"database", e->pool.database()}, {"user", e->pool.user()}};
     auto with = [&](const char* key, const char* value) {
@@ -178,6 +183,11 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
     };
     const auto ps = e->pool.stats();
     const auto& s = e->stats;
+    for (std::size_t i = 1; i < proxy::kPinReasons; ++i) {
+      const char* reason = proxy::to_string(static_cast<proxy::PinReason>(i));
+      pinned.Add(with("reason", reason)).Set(static_cast<double>(st::get(s.clients_pinned[i])));
+      pins_by_reason[i] += static_cast<double>(st::get(s.pins[i]));
+    }
     clients.Add(with("state", "active")).Set(static_cast<double>(st::get(s.clients_active)));
     clients.Add(with("state", "waiting")).Set(static_cast<double>(st::get(s.clients_waiting)));
     clients.Add(with("state", "idle")).Set(static_cast<double>(st::get(s.clients_idle)));
@@ -213,6 +223,8 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
                 static_cast<double>(st::get(s.commits_verified_aborted)));
     set_counter(resolutions, with("outcome", "unknown"), static_cast<double>(st::get(s.commits_unresolved)));
   }
+  for (std::size_t i = 1; i < proxy::kPinReasons; ++i)
+    set_counter(pins, {{"reason", proxy::to_string(static_cast<proxy::PinReason>(i))}}, pins_by_reason[i]);
 
   return prometheus::TextSerializer().Serialize(r.Collect());
 }

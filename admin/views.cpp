@@ -103,6 +103,7 @@ std::string pool_settings_json(const config::PoolSettings& s) {
       .str("idle_in_transaction_timeout", duration_text(s.idle_in_transaction_timeout))
       .str("commit_resolution", config::to_string(s.commit_resolution))
       .num("max_prepared_statements", s.max_prepared_statements)
+      .str("session_state", config::to_string(s.session_state))
       .done();
 }
 
@@ -167,6 +168,11 @@ std::string clients_json(proxy::Proxy& p) {
       o.num("server_id", server);
     } else {
       o.raw("server_id", "null");
+    }
+    if (const auto pin = c->pin.load(std::memory_order_relaxed); pin != proxy::PinReason::none) {
+      o.str("pinned", proxy::to_string(pin));
+    } else {
+      o.raw("pinned", "null");
     }
     items.push_back(o.done());
   }

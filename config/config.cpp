@@ -37,6 +37,8 @@ constexpr std::pair<std::string_view, AuthType> kAuthTypes[] = {
     {"trust", AuthType::trust}, {"md5", AuthType::md5}, {"scram-sha-256", AuthType::scram_sha_256}};
 constexpr std::pair<std::string_view, CommitResolution> kCommitResolutions[] = {
     {"off", CommitResolution::off}, {"verify", CommitResolution::verify}};
+constexpr std::pair<std::string_view, SessionState> kSessionStates[] = {
+    {"track", SessionState::track}, {"error", SessionState::error}, {"ignore", SessionState::ignore}};
 constexpr std::pair<std::string_view, std::string_view> kLogLevels[] = {
     {"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}};
 
@@ -407,6 +409,8 @@ bool apply_pool_field(const Source& source, const Field& field, std::string_view
     pool.idle_in_transaction_timeout = source.duration(field);
   } else if (key == "commit_resolution") {
     pool.commit_resolution = source.choice(field, kCommitResolutions);
+  } else if (key == "session_state") {
+    pool.session_state = source.choice(field, kSessionStates);
   } else if (key == "max_prepared_statements") {
     pool.max_prepared_statements = source.uint32(field, 0);
   } else {
@@ -691,6 +695,13 @@ std::string_view to_string(PoolMode mode) {
 std::string_view to_string(CommitResolution resolution) {
   for (const auto& [name, value] : kCommitResolutions) {
     if (value == resolution) return name;
+  }
+  return "unknown";
+}
+
+std::string_view to_string(SessionState state) {
+  for (const auto& [name, value] : kSessionStates) {
+    if (value == state) return name;
   }
   return "unknown";
 }

@@ -25,9 +25,18 @@ enum class CommitResolution {
            // outcome
 };
 
+// What transaction and statement pooling do with session state a client leaves on its server (SET, temporary
+// tables, LISTEN...).
+enum class SessionState {
+  track,  // settings follow the client from server to server; state that cannot pins the client to its server
+  error,  // settings follow the client; statements that would leave other state are refused (0A000)
+  ignore,  // nothing is tracked: state stays on the server for the next client (PgBouncer's behaviour)
+};
+
 std::string_view to_string(PoolMode);
 std::string_view to_string(AuthType);
 std::string_view to_string(CommitResolution);
+std::string_view to_string(SessionState);
 
 using Duration = std::chrono::milliseconds;
 
@@ -57,6 +66,7 @@ struct PoolSettings {
   Duration idle_in_transaction_timeout{0};
   CommitResolution commit_resolution = CommitResolution::off;
   std::uint32_t max_prepared_statements = 200;
+  SessionState session_state = SessionState::track;
   bool operator==(const PoolSettings&) const = default;
 };
 

@@ -1,5 +1,6 @@
 #include "protocol/sql_text.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 
@@ -596,6 +597,51 @@ bool mentions_ci(std::string_view text, std::string_view word) {
     }
   }
   return false;
+}
+
+namespace {
+
+bool name_char(unsigned char c) { return ident_char(c) || c == '.'; }
+
+// The custom setting name at `i` (after white space), lower-cased; "" unless it has a dot inside.
+std::string custom_name_at(std::string_view sql, std::size_t i) {
+  while (i < sql.size() && space(static_cast<unsigned char>(sql[i]))) ++i;
+  std::string name;
+  for (; i < sql.size() && name_char(static_cast<unsigned char>(sql[i])) && name.size() <= 128; ++i)
+    name += static_cast<char>(sql[i] >= 'A' && sql[i] <= 'Z' ? sql[i] | 0x20 : sql[i]);
+  const std::size_t dot = name.find('.');
+  if (dot == std::string::npos || dot == 0 || name.back() == '.' || name.size() > 128) return {};
+  return name;
+}
+
+}  // namespace
+
+void custom_setting_names(std::string_view sql, std::vector<std::string>& out) {
+  auto add = [&](std::string name) {
+    if (!name.empty() && std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+  };
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    if (i > 0 && ident_char(static_cast<unsigned char>(sql[i - 1]))) continue;  // inside a word
+    const std::string_view rest = sql.substr(i);
+    for (std::string_view word : {std::string_view("set"), std::string_view("reset")}) {
+      if (rest.size() > word.size() && starts_ci(rest, word) &&
+          !ident_char(static_cast<unsigned char>(rest[word.size()]))) {
+        std::size_t at = i + word.size();
+        while (at < sql.size() && space(static_cast<unsigned char>(sql[at]))) ++at;
+        if (starts_ci(sql.substr(at), "session ")) at += 8;
+        add(custom_name_at(sql, at));
+      }
+    }
+    constexpr std::string_view kSetConfig = "set_config";
+    if (rest.size() > kSetConfig.size() && starts_ci(rest, kSetConfig)) {
+      std::size_t at = i + kSetConfig.size();
+      while (at < sql.size() && space(static_cast<unsigned char>(sql[at]))) ++at;
+      if (at < sql.size() && sql[at] == '(') ++at;
+      while (at < sql.size() && space(static_cast<unsigned char>(sql[at]))) ++at;
+      if (at < sql.size() && (sql[at] == 'e' || sql[at] == 'E')) ++at;
+      if (at < sql.size() && sql[at] == '\'') add(custom_name_at(sql, at + 1));
+    }
+  }
 }
 
 bool may_name_statements(std::string_view sql) {

@@ -107,6 +107,12 @@ bool may_touch_session(std::string_view sql);
 // EXPLAIN's statement is read as if it stood alone.
 SessionEffects session_effects(std::string_view sql, const Dialect& dialect = {});
 
+// The names of custom settings ("app.tenant": a dot in the name) the text may SET or RESET, in SET / RESET
+// statements and as set_config()'s first argument, anywhere in the text (DO blocks and strings included: a
+// name too many costs nothing). Lower-case, appended to `out` unless already there. They need naming because
+// PostgreSQL lists no placeholder setting in pg_settings.
+void custom_setting_names(std::string_view sql, std::vector<std::string>& out);
+
 // The encodings PostgreSQL accepts only from clients, as Dialect::client_only_encoding wants them ("" for the
 // others); `client_encoding` is the setting's value in any case.
 std::string_view client_only_encoding(std::string_view client_encoding);

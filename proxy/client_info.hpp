@@ -31,6 +31,21 @@ enum class ClientState : std::uint8_t { login, idle, waiting, active, closing };
 const char* to_string(ClientState s);
 ClientState client_state(Phase p);
 
+// Why a client is held on its server in transaction and statement modes: session state that cannot follow it
+// to another server (see Session::settle_state()).
+enum class PinReason : std::uint8_t {
+  none,
+  temp,                  // temporary tables or other pg_temp objects
+  listen,                // LISTEN, until UNLISTEN *
+  advisory_lock,         // a session-level advisory lock, until released
+  cursor,                // a cursor WITH HOLD, until closed
+  load,                  // LOAD of a shared library
+  prepared_transaction,  // PREPARE TRANSACTION
+  unknown,               // pgward could not learn what the session holds
+};
+inline constexpr std::size_t kPinReasons = 8;
+const char* to_string(PinReason r);
+
 struct ClientInfo {
   ClientInfo(std::uint64_t id, std::string peer, std::weak_ptr<Session> session,
              boost::asio::any_io_executor exec)
@@ -44,6 +59,7 @@ struct ClientInfo {
 
   std::atomic<Phase> phase{Phase::login};
   std::atomic<std::uint64_t> server_id{0};  // the linked server, 0 when none
+  std::atomic<PinReason> pin{PinReason::none};
 
   struct Identity {
     std::string database;

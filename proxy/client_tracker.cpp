@@ -29,6 +29,20 @@ const char* to_string(Phase p) {
   return "unknown";
 }
 
+const char* to_string(PinReason r) {
+  switch (r) {
+    case PinReason::none: return "none";
+    case PinReason::temp: return "temp";
+    case PinReason::listen: return "listen";
+    case PinReason::advisory_lock: return "advisory_lock";
+    case PinReason::cursor: return "cursor";
+    case PinReason::load: return "load";
+    case PinReason::prepared_transaction: return "prepared_transaction";
+    case PinReason::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
 ClientState client_state(Phase p) {
   switch (p) {
     case Phase::login: return ClientState::login;
@@ -63,6 +77,7 @@ ClientTracker::~ClientTracker() {
   if (stats_) {
     if (auto* g = gauge(*stats_, state_)) g->fetch_sub(1, std::memory_order_relaxed);
   }
+  set_pin(PinReason::none);
   if (proxy_ && info_) proxy_->unregister_session(info_->id);
 }
 
@@ -103,6 +118,20 @@ void ClientTracker::set_phase(Phase phase) {
   }
   state_ = state;
   if (info_) info_->phase.store(phase, std::memory_order_relaxed);
+}
+
+void ClientTracker::set_pin(PinReason reason) {
+  if (reason == pin_) return;
+  if (stats_) {
+    if (pin_ != PinReason::none)
+      stats_->clients_pinned[static_cast<std::size_t>(pin_)].fetch_sub(1, std::memory_order_relaxed);
+    if (reason != PinReason::none) {
+      stats_->clients_pinned[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+      stats::add(stats_->pins[static_cast<std::size_t>(reason)]);
+    }
+  }
+  pin_ = reason;
+  if (info_) info_->pin.store(reason, std::memory_order_relaxed);
 }
 
 void ClientTracker::set_server(std::uint64_t server_id) {

@@ -38,6 +38,9 @@ class ClientTracker {
   void set_phase(Phase phase);
   // The server linked to the client (0: none), for /api/clients.
   void set_server(std::uint64_t server_id);
+  // The client is held on its server for `reason` (PinReason::none: no longer): the pinned gauge, the pin
+  // counter and /api/clients.
+  void set_pin(PinReason reason);
   // The time a pool checkout took.
   void waited(Clock::duration d);
 
@@ -75,6 +78,7 @@ class ClientTracker {
   PoolEntry* pool_ = nullptr;
   stats::PoolStats* stats_ = nullptr;
   ClientState state_ = ClientState::login;  // client_state() of the phase last set
+  PinReason pin_ = PinReason::none;
   Clock::time_point query_start_{};
   Clock::time_point tx_start_{};
   bool in_tx_ = false;

@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 
+#include "protocol/sql_text.hpp"
+
 namespace pgward::proxy {
 
 namespace {
@@ -24,6 +26,7 @@ StatementPtr make_statement(std::string_view tail) {
   auto def = std::make_shared<StatementDef>();
   def->server_name = server_name_for("pgw_", tail);
   def->tail = tail;
+  def->touches_session = protocol::sql::may_touch_session(tail.substr(0, tail.find('\0')));
   return def;
 }
 

@@ -25,6 +25,8 @@ struct StatementDef {
   std::string tail;
   // Made by SQL PREPARE: what follows the name ("(int) AS SELECT $1"); empty for a protocol-level Parse.
   std::string sql;
+  // Its text may change session state (protocol::sql::may_touch_session): each Bind of it is looked at.
+  bool touches_session = false;
 };
 using StatementPtr = std::shared_ptr<const StatementDef>;
 

@@ -92,10 +92,16 @@ asio::awaitable<bool> Session::link(bool fatal) {
     status = pr::kTxFailed;
     lost_ = Lost::none;
   }
+  attach(std::move(lease), status);
+  co_return true;
+}
+
+void Session::attach(pool::Lease lease, char tx_status) {
+  auto server = lease.server_as<ServerConn>();
   server_ = server;
   lease_ = std::move(lease);
   server_fatal_.clear();
-  gate_.reset(status);
+  gate_.reset(tx_status);
   in_doubt_ = false;
   server_pass_ = 0;
   server_drop_ = 0;
@@ -107,7 +113,6 @@ asio::awaitable<bool> Session::link(bool fatal) {
   transition(Phase::linked);
   spdlog::debug("client {} linked to server {}", id_, server->id());
   asio::co_spawn(client_.get_executor(), server_loop(std::move(server)), asio::detached);
-  co_return true;
 }
 
 pool::Lease Session::detach(Phase next) {
@@ -132,12 +137,24 @@ void Session::give_back(pool::Lease lease, bool reusable) {
   lease.release(reusable);
 }
 
-bool Session::releasable() const {
+bool Session::quiet() const {
   // Messages in flight both ways, whole (the gate) or in part (server_pass_, client_pass_, a write under
   // way), and cancels on their way to this server all keep it: released, it would carry the rest of a
   // message, or a cancel, to the next client.
   return gate_.quiet() && server_pass_ == 0 && client_pass_ == 0 && !server_write_busy_ &&
-         server_->cancels_in_flight == 0 && database_->pool.mode != config::PoolMode::session;
+         server_->cancels_in_flight == 0;
+}
+
+bool Session::releasable() const {
+  // Session state not yet learnt, or state that cannot follow the client, keeps the server too.
+  return quiet() && database_->pool.mode != config::PoolMode::session && !state_dirty_ &&
+         pin_ == PinReason::none;
+}
+
+asio::awaitable<bool> Session::let_go(ServerConn& s) {
+  if (settle_due()) co_return co_await settle_state(s);
+  unlink(s.rpos == s.rend, unlinked_phase());
+  co_return true;
 }
 
 void Session::request_release() {
@@ -180,7 +197,7 @@ void Session::cancel_done(ServerConn& server, CancelDelivery delivery) {
                  server.id());
     if (server_.get() == &server) cancel_unsure_ = true;
   }
-  if (server_ && releasable()) request_release();
+  if (server_ && (releasable() || settle_due())) request_release();
 }
 
 void Session::terminate() {

@@ -17,6 +17,8 @@
 //   session_relay_client.cpp   client -> server: client_loop, one client message at a time
 //   session_relay_server.cpp   server -> client: server_loop, the gate, the response queue
 //   session_faults.cpp         what the client is told when its server dies under it
+//   session_state.cpp          session state (SET, temporary tables, LISTEN...) that follows the client or
+//   pins it
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -102,10 +104,11 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string_view header_error;  // read_header()'s (static) text for a malformed header
   };
   // What server_loop makes of a ReadyForQuery or ParameterStatus.
-  enum class Seen : std::uint8_t { ok, bad, violation, release };
+  enum class Seen : std::uint8_t { ok, bad, violation, release, settle };
   // What server_loop found in a batch of server bytes.
   struct ServerScan {
-    bool release = false;              // a ReadyForQuery made the server releasable
+    bool release = false;  // a ReadyForQuery made the server releasable
+    bool settle = false;   // a ReadyForQuery ended a transaction that may have changed session state
     bool statement_violation = false;  // statement mode: a transaction block was opened
     bool bad = false;                  // a malformed message
   };
@@ -115,6 +118,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // The only writer of phase_: also moves the gauges and /api/clients, and the cancel slot.
   void transition(Phase next);
   asio::awaitable<bool> link(bool fatal);
+  // Makes `lease` the linked server (from the pool, or back after settle_state()) and starts server_loop.
+  void attach(pool::Lease lease, char tx_status);
   // Gives the linked server back (reusable or closed); the phase becomes `next`.
   void unlink(bool reusable, Phase next);
   // Takes the linked server off the session without giving it back: the caller finishes with it, then
@@ -124,8 +129,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void give_back(pool::Lease lease, bool reusable);
   // The phase after the server goes: idle, or closing once the client side has ended.
   Phase unlinked_phase() const { return client_gone_ ? Phase::closing : Phase::idle; }
-  // Nothing of anyone is in flight on the linked server: it may go back to the pool.
+  // Nothing of anyone is in flight on the linked server (as far as the protocol and the bytes go).
+  bool quiet() const;
+  // quiet(), and nothing holds the server to this client: it may go back to the pool.
   bool releasable() const;
+  // What server_loop does once releasable() or settle_due() holds: gives the server back, or settles. False
+  // when the server stays linked and server_loop goes on reading it.
+  asio::awaitable<bool> let_go(ServerConn& s);
   // Asks server_loop, parked on the server's socket, to give the server back now that a reason to hold it
   // (half a client message forwarded, a cancel on its way) is gone.
   void request_release();
@@ -243,6 +253,26 @@ class Session : public std::enable_shared_from_this<Session> {
   // The server is gone: undoes what was assumed of every request still queued.
   void abandon_expected(ServerConn& server);
 
+  // ---- session state (session_state.cpp) ----
+  // What one statement text the client sends may do to its session (protocol::sql::session_effects): a
+  // setting to learn once the transaction ends, a pin. Returns the 0A000 message when session_state =
+  // "error" refuses it. `whole` false: the text could not be seen, so it is learnt afterwards.
+  std::optional<std::string> note_session_text(std::string_view sql, bool whole);
+  // The link is quiet and the client's session state may have changed since it was last learnt.
+  bool settle_due() const;
+  // Asks the server, taken off the session meanwhile (phase resolving), what session state the client now
+  // has (settings, temporary objects, LISTEN, advisory locks, WITH HOLD cursors), puts its reset connection
+  // values back, and then gives the server back or keeps the client pinned to it (see let_go()).
+  asio::awaitable<bool> settle_state(ServerConn& s);
+  // The query settle_state() runs; "" when there is nothing to ask.
+  std::string probe_sql(const ServerConn& s, bool snapshot) const;
+  // The probe's rows: the client's settings and the server's are now what they list; the pin they imply.
+  PinReason apply_probe(ServerConn& s, const std::vector<std::pair<std::string, std::string>>& rows);
+  void set_pin(PinReason reason);
+  // A server a client leaves with state that cannot follow it: DISCARD ALL (and pgward forgets what the
+  // server held). True when the server may be reused.
+  asio::awaitable<bool> reset_server(ServerConn& s);
+
   // ---- faults (session_faults.cpp) ----
   // Notes whether the client message about to go to the server leaves the outcome of committed work unknown
   // should the server be lost before its answer: a statement outside a transaction block, or a COMMIT.
@@ -311,6 +341,19 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::CancelRequest key_{};
   bool registered_ = false;
   bool counted_ = false;
+
+  // Session state (session_state.cpp). track_state_: SET and friends are followed and pins are kept
+  // (session_state "track" or "error"; in session mode only RESET needs pgward).
+  bool track_state_ = false;
+  Params connection_;          // the client's startup settings: what RESET returns to
+  bool state_dirty_ = false;   // a statement may have changed session state since it was last learnt
+  bool state_resets_ = false;  // ... and may have reset a setting to the server's value
+  PinReason text_pin_ =
+      PinReason::none;  // seen in the text and invisible to the probe (LOAD, PREPARE TRANSACTION)
+  PinReason pin_ = PinReason::none;  // held on the linked server until this clears or the client ends
+  // Custom settings ("app.tenant") the client's text named: PostgreSQL lists none of them in pg_settings, so
+  // the probe asks for each by name. Bounded by kMaxCustomSettings (beyond it the client is pinned).
+  std::vector<std::string> custom_names_;
 
   // Link state, valid while linked.
   std::shared_ptr<ServerConn> server_;

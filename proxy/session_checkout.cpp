@@ -134,18 +134,37 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
   client_params_changed_ = true;  // the server's reports may respell what the client asked for
 
   const auto defaults = pool_->pool.server_params();
+  // The session user first (it decides what may be SET), the role last (a role of fewer rights could not SET
+  // the rest), and any role the server has is dropped before the rest.
+  std::string first;
   std::string sql;
+  std::string last;
   std::vector<std::string> unreported;
+  const auto server_role = server.params.find("role");
+  const auto client_role = client_params_.find("role");
+  const bool role_changes =
+      (server_role != server.params.end()) != (client_role != client_params_.end()) ||
+      (server_role != server.params.end() && server_role->second != client_role->second) ||
+      std::any_of(differing.begin(), differing.end(),
+                  [](const std::string* k) { return *k == "session_authorization"; });
+  if (role_changes && server_role != server.params.end()) first += "RESET \"role\";";
   for (const std::string* k : differing) {
-    sql += set_statement(*k, client_params_[*k]);
-    sql += ';';
+    std::string& to = *k == "session_authorization" ? first : *k == "role" ? last : sql;
+    to += set_statement(*k, client_params_[*k]);
+    to += ';';
     if (!defaults.contains(*k)) unreported.push_back(*k);
+  }
+  if (role_changes && client_role != client_params_.end() &&
+      std::find_if(differing.begin(), differing.end(), [](const std::string* k) { return *k == "role"; }) ==
+          differing.end()) {
+    last += set_statement("role", client_role->second) + ";";
   }
   for (const auto& name : server.set_unreported) {
     if (client_params_.contains(name)) continue;
-    sql += "RESET \"" + name + "\";";
+    if (name != "role") sql += "RESET \"" + name + "\";";
     server.params.erase(name);
   }
+  sql = first + sql + last;
   if (sql.empty()) co_return std::nullopt;
   server.set_unreported.erase(
       std::remove_if(server.set_unreported.begin(), server.set_unreported.end(),

@@ -19,9 +19,9 @@ namespace {
 
 // Parameters the server reports (ParameterStatus) that no session can SET: they are the server's, not the
 // client's, and never restored. Every other reported parameter is part of each client's session.
-constexpr std::string_view kServerOwnedParams[] = {"server_version",    "server_encoding",
-                                                   "integer_datetimes", "in_hot_standby",
-                                                   "is_superuser",      "session_authorization"};
+// (session_authorization is the client's: SET SESSION AUTHORIZATION changes it, and is_superuser follows.)
+constexpr std::string_view kServerOwnedParams[] = {"server_version", "server_encoding", "integer_datetimes",
+                                                   "in_hot_standby", "is_superuser"};
 
 bool server_owned(std::string_view name) {
   return std::find(std::begin(kServerOwnedParams), std::end(kServerOwnedParams), name) !=
@@ -111,7 +111,10 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
     co_await send_error(ss::kInvalidCatalogName, what, true);
     co_return LoginResult::closed;
   }
-  for (auto& [k, v] : *settings) client_params_[k] = std::move(v);
+  for (auto& [k, v] : *settings) {
+    connection_[k] = v;
+    client_params_[k] = std::move(v);
+  }
   co_return LoginResult::ok;
 }
 
@@ -206,6 +209,7 @@ asio::awaitable<bool> Session::finish_login() {
   const auto mode = database_->pool.mode;
   // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
   rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;
+  track_state_ = database_->pool.session_state != config::SessionState::ignore;
 
   // The server's defaults tell the client what it has unless it asked otherwise. When pgward knows no
   // defaults yet, or the client asked for values of its own, one server checks them now: a bad value then

@@ -74,7 +74,7 @@ asio::awaitable<void> Session::client_loop() {
       server_write_busy_ = false;
       if (!ok) server->close();
       // What held the server may be gone now (the rest of a message that went out in part).
-      if (ok && server_ == server && releasable()) request_release();
+      if (ok && server_ == server && (releasable() || settle_due())) request_release();
     }
     wire_.clear();
     consume_client(c.pos - cpos_);
@@ -114,7 +114,11 @@ Session::Step Session::take_client_message(Cursor& c, ClientMessage& m) {
   m.over_budget = rewritten && !m.too_big && !reserve_for(total, cend_ - c.pos);
   // After a lost transaction, a ROLLBACK is answered without a server: its text must be seen whole.
   m.lost_query = lost_ != Lost::none && !server_ && type == pr::fe::kQuery && total <= kClientBufferSize;
-  if ((rewritten || m.lost_query) && !m.too_big && !m.over_budget && cend_ - c.pos < total) {
+  // Session state is followed from the text of queries that fit the usual buffer (larger ones are learnt
+  // afterwards, see note_session_text()).
+  const bool classified =
+      track_state_ && (type == pr::fe::kQuery || type == pr::fe::kParse) && total <= kClientBufferSize;
+  if ((rewritten || m.lost_query || classified) && !m.too_big && !m.over_budget && cend_ - c.pos < total) {
     client_want_ = total;  // fill_client makes room for it (bounded by max_buffer_per_client)
     return Step::need_more;
   }
@@ -227,6 +231,18 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
     gate_.injected();
     commit_txid_.reset();
     if (!rewrite_) expect(pr::fe::kQuery);  // the COMMIT: the queue covers every answer in flight
+  }
+  if (track_state_ && (type == pr::fe::kQuery || type == pr::fe::kParse)) {
+    const std::string_view text = !m.whole                 ? std::string_view()
+                                  : type == pr::fe::kQuery ? pr::query_text(m.message)
+                                                           : pr::parse_text(m.message);
+    if (auto refusal = note_session_text(text, m.whole)) {
+      wire_.append(cbuf_, c.span, c.pos - c.span);
+      refuse_message(wire_, type, ss::kFeatureNotSupported, std::move(*refusal));
+      client_drop_ = m.total;
+      c.span = c.pos;
+      return;
+    }
   }
   if (rewrite_ && !is_copy(type) && type != pr::fe::kFlush) {
     if (type == pr::fe::kQuery) {

@@ -17,17 +17,17 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
   ServerConn& s = *server;
   for (;;) {
     if (client_gone_) break;
-    if (release_wanted_ && releasable()) {
+    if (release_wanted_ && (releasable() || settle_due())) {
       release_wanted_ = false;
-      unlink(s.rpos == s.rend, unlinked_phase());
-      co_return;
+      const bool gone = co_await let_go(s);
+      if (gone) co_return;
     }
     if (!co_await s.fill()) {
       // Woken by request_release() (the read was cancelled), or the server is gone.
       if (std::exchange(release_wanted_, false) && server_ == server && !client_gone_) {
-        if (releasable()) {
-          unlink(s.rpos == s.rend, unlinked_phase());
-          co_return;
+        if (releasable() || settle_due()) {
+          const bool gone = co_await let_go(s);
+          if (gone) co_return;
         }
         continue;  // something new went out meanwhile: keep reading
       }
@@ -62,9 +62,9 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     // client_loop may have sent the next batch to this still-linked server, and releasing now would strand it
     // there. Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no
     // server that has unread bytes.
-    if (scan.release && releasable()) {
-      unlink(s.rpos == s.rend, unlinked_phase());
-      co_return;
+    if ((scan.release || scan.settle) && (releasable() || settle_due())) {
+      const bool gone = co_await let_go(s);
+      if (gone) co_return;
     }
   }
   if (server_ != server) co_return;  // already released
@@ -143,8 +143,8 @@ Session::ServerScan Session::scan_server(ServerConn& s, Cursor& c) {
       break;
     }
     c.pos += total;
-    if (seen == Seen::release) {
-      scan.release = true;
+    if (seen == Seen::release || seen == Seen::settle) {
+      (seen == Seen::release ? scan.release : scan.settle) = true;
       break;
     }
   }
@@ -173,7 +173,8 @@ Session::Seen Session::inspect_server_message(char type, std::string_view body, 
     if (*st != pr::kTxIdle) arm_idle_transaction_timer();
   }
   if (verdict == pr::TxnGate::Verdict::violation) return Seen::violation;
-  return releasable() ? Seen::release : Seen::ok;
+  if (releasable()) return Seen::release;
+  return settle_due() ? Seen::settle : Seen::ok;
 }
 
 asio::awaitable<void> Session::end_statement_violation(ServerConn& s) {
@@ -210,22 +211,16 @@ asio::awaitable<void> Session::server_finished(ServerConn& s) {
     }
     pool::Lease lease = detach(Phase::closing);
     bool reusable = false;
-    if (clean && database_->pool.mode != config::PoolMode::session) {
-      // Transaction and statement modes: nothing in flight, as at any release; the shared prepared statements
-      // stay (the client's own SQL-made ones are closed at the next checkout).
+    if (clean && database_->pool.mode != config::PoolMode::session && !state_dirty_ &&
+        pin_ == PinReason::none) {
+      // Transaction and statement modes: nothing in flight, as at any release; the settings the client left
+      // are known and the next client's checkout replaces them; the shared prepared statements stay (the
+      // client's own SQL-made ones are closed at the next checkout).
       reusable = true;
-    } else if (clean) {
-      // Session mode: what this client left behind must not reach the next one. DISCARD ALL also drops every
-      // prepared statement on the server.
-      track_.closing_begin();
-      reusable = !co_await s.run_internal("DISCARD ALL");
-      track_.closing_end();
-      for (const auto& name : s.set_unreported) s.params.erase(name);
-      s.set_unreported.clear();
-      s.params_match = {};
-      s.statements.clear();
-      s.sql_statements.clear();
-      s.evicted.clear();
+    } else if (clean && pin_ != PinReason::load) {
+      // Session mode, a pinned client, or state not yet learnt: what this client left behind must not reach
+      // the next one. (A loaded library cannot be unloaded: that server is closed.)
+      reusable = co_await reset_server(s);
     }
     give_back(std::move(lease), reusable);
     co_return;

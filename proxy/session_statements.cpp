@@ -155,17 +155,14 @@ bool Session::rewrite_parse(std::string_view body, std::string& wire) {
   }
   StatementPtr stmt = make_statement(p->tail);
   statements_[name] = stmt;
-  if (server_->statements.contains(stmt->server_name)) {
-    server_->statements.touch(stmt->server_name);
-    stats::add(pool_->stats.prepared_hits);
-    put_close(wire, 'S', kNoopStatement);
-    expect(pr::fe::kClose, pr::On::parse_complete);
-  } else {
-    ensure_on_server(stmt, wire);
-    // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes
-    // through.
-    expects_.back().on = pr::On::forward;
-  }
+  // A client's Parse makes a plan of the schema as it is now, even of a statement this server already holds
+  // for other clients: it is prepared again (ensure_on_server closes it first), so that a client preparing
+  // after an ALTER TABLE never gets "cached plan must not change result type" from a plan made before it.
+  // Bind and Describe, which make no new plan on PostgreSQL either, keep using what the server holds.
+  server_->statements.erase(stmt->server_name);
+  ensure_on_server(stmt, wire);
+  // The Parse that creates it answers for the client's Parse: its ParseComplete (or error) goes through.
+  expects_.back().on = pr::On::forward;
   expects_.back().more().client_name = std::move(name);
   expects_.back().more().stmt = std::move(stmt);
   return true;
@@ -208,6 +205,11 @@ bool Session::rewrite_bind_describe(char type, std::string_view message, std::st
     // simple query can carry PREPARE, and it would end the batch's implicit transaction.)
     ensure_on_server(it->second, wire);
     server_name = it->second->server_name;
+    if (type == pr::fe::kBind && track_state_ && it->second->touches_session) {
+      // A statement that may change session state, run again in a later transaction.
+      const std::string_view text = std::string_view(it->second->tail).substr(0, it->second->tail.find('\0'));
+      note_session_text(text, true);
+    }
   } else {
     missing = "prepared statement \"" + std::string(statement) + "\" does not exist";
   }

@@ -99,6 +99,11 @@ struct PoolStats {
   Counter commits_verified_committed{0};  // commit_resolution = "verify": outcomes learnt after a loss
   Counter commits_verified_aborted{0};
   Counter commits_unresolved{0};
+
+  // Clients held on their server by session state that cannot follow them, by PinReason (index), and the
+  // pins so far.
+  std::array<Gauge, 8> clients_pinned{};
+  std::array<Counter, 8> pins{};
 };
 
 enum class ErrorOrigin { server, proxy };

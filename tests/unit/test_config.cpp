@@ -359,6 +359,7 @@ server_check_delay = "2s"
 idle_in_transaction_timeout = "10s"
 commit_resolution = "verify"
 max_prepared_statements = 0
+session_state = "error"
 
 [pool]
 mode = "statement"
@@ -382,7 +383,8 @@ size = 50
                               seconds(2),
                               seconds(10),
                               CommitResolution::verify,
-                              0};
+                              0,
+                              SessionState::error};
   EXPECT_EQ(db.pool, expected);
 }
 
@@ -396,6 +398,9 @@ TEST_F(ConfigTest, FaultToleranceKeys) {
   EXPECT_EQ(load("[proxy]\nmax_buffer_per_client = \"256kB\"\n").max_buffer_per_client, 256u << 10);
   EXPECT_EQ(error("[proxy]\nmax_buffer_per_client = 100\n"),
             at(2, "proxy.max_buffer_per_client: 100 bytes is out of range (8kB..1GB)"));
+  EXPECT_EQ(defaults.pool.session_state, SessionState::track);
+  EXPECT_EQ(error("[pool]\nsession_state = \"pin\"\n"),
+            at(2, "pool.session_state: unknown value \"pin\" (expected track, error or ignore)"));
   EXPECT_EQ(error("[pool]\ncommit_resolution = \"maybe\"\n"),
             at(2, "pool.commit_resolution: unknown value \"maybe\" (expected off or verify)"));
   EXPECT_EQ(error("[pool]\nserver_retry_max = -1\n"),

@@ -390,4 +390,24 @@ TEST(SessionEffects, CheapFilter) {
 }
 
 }  // namespace
+TEST(SessionEffects, CustomSettingNames) {
+  auto names = [](std::string_view sql) {
+    std::vector<std::string> out;
+    custom_setting_names(sql, out);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(names("SET app.tenant = 'a'"), V{"app.tenant"});
+  EXPECT_EQ(names("set SESSION App.Tenant TO 'a'; RESET my.x"), (V{"app.tenant", "my.x"}));
+  EXPECT_EQ(names("SELECT pg_catalog.set_config ( 'app.user' , $1, false)"), V{"app.user"});
+  EXPECT_EQ(names("SELECT set_config(E'a.b', 'x', false), set_config('a.b', 'y', false)"), V{"a.b"});
+  EXPECT_EQ(names("DO $$BEGIN PERFORM set_config('t.id', '1', false); SET x.y = 2; END$$"),
+            (V{"t.id", "x.y"}));
+  // Names without a dot are not custom settings; a word ending in "set" is no SET.
+  EXPECT_EQ(names("SET search_path = a; SELECT offset.x; RESET ALL"), V{});
+  EXPECT_EQ(names("SET .x = 1; SET x. = 1"), V{});
+  // Bounded per name: no name over 128 bytes.
+  EXPECT_EQ(names("SET a." + std::string(200, 'b') + " = 1"), V{});
+}
+
 }  // namespace pgward::protocol::sql
