@@ -161,6 +161,24 @@ TEST(SessionState, SetSessionAuthorizationFollowsTheClient) {
                                 "SELECT session_user || ' ' || current_user", one_server(), "postgres");
 }
 
+TEST(SessionState, SessionAuthorizationLeftBehindGoesFirstAtTheNextLogin) {
+  // A superuser sets a superuser-only setting, then becomes an ordinary user, and leaves. The next client's
+  // login needs a server (its options differ from the defaults): the session authorization must be put back
+  // before the superuser-only setting is RESET, or the login fails with 42501.
+  Pgward pgward(one_server());
+  {
+    Conn a = pgward.connect("postgres");
+    ASSERT_TRUE(a.ok()) << a.error();
+    exec(a, "SET lo_compat_privileges = on");
+    exec(a, "SET SESSION AUTHORIZATION " + std::string(kTrustUser));
+    EXPECT_EQ(query_value(a, "SELECT session_user"), kTrustUser);
+  }
+  Conn b = Conn::connect(pgward.conninfo("postgres") + " options='-c DateStyle=German'");
+  ASSERT_TRUE(b.ok()) << b.error();
+  EXPECT_EQ(query_value(b, "SELECT session_user || ' ' || current_setting('lo_compat_privileges')"),
+            "postgres off");
+}
+
 TEST(SessionState, StatementTimeoutFollowsTheClient) {
   expect_setting_follows_client({"SET statement_timeout = '4321ms'"}, "SHOW statement_timeout");
   // And it takes effect for that client only.
