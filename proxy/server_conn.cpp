@@ -372,6 +372,9 @@ asio::awaitable<ServerConn::QueryResult> ServerConn::run_query(std::string_view 
         result.status = *st;
         co_return result;
       }
+      case pr::be::kNotificationResponse:
+        pr::MessageWriter(result.notifications, msg->type).raw(msg->body);
+        break;
       default: break;  // RowDescription, CommandComplete, notices
     }
   }

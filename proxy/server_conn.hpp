@@ -102,6 +102,8 @@ class ServerConn final : public pool::Server {
     std::optional<std::string> value;  // the first column of the first row; nullopt for none or NULL
     // Rows of exactly two non-NULL columns, in order (pgward's own queries that return name/value pairs).
     std::vector<std::pair<std::string, std::string>> pairs;
+    // NotificationResponses that arrived meanwhile (a LISTENing client's): whole messages, for its client.
+    std::string notifications;
   };
   asio::awaitable<QueryResult> run_query(std::string_view sql, Params* mirror = nullptr);
 

@@ -228,6 +228,10 @@ asio::awaitable<bool> Session::settle_state(ServerConn& s) {
     client_.cancel(ec);
     co_return true;
   }
+  // A notification that came in meanwhile is the client's (it LISTENs on this server): it goes on. (While the
+  // phase is resolving, this coroutine is the only writer to the client.)
+  if (!r.notifications.empty() && !client_gone_ && !co_await send_client(r.notifications))
+    client_gone_ = true;
   PinReason pin = PinReason::unknown;
   if (!r.error && r.status == pr::kTxIdle) {
     pin = snapshot ? apply_probe(s, r.pairs) : pin_;
