@@ -36,9 +36,13 @@ StatementPtr make_unnamed_statement(std::string_view tail) {
   return def;
 }
 
-StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql) {
+StatementPtr make_sql_statement(std::string_view client_name, std::string_view owner_key,
+                                std::string_view sql) {
   auto def = std::make_shared<StatementDef>();
-  def->server_name = server_name_for("pgw_q", owner_key);  // never equal to a Parse-made name (pgw_ + hex)
+  // The client's own name, unless it is in pgward's part of the namespace: then a name from the owner key,
+  // never equal to a Parse-made name (pgw_ + hex).
+  def->server_name = client_name.starts_with(kReservedPrefix) ? server_name_for("pgw_q", owner_key)
+                                                              : std::string(client_name);
   def->sql = sql;
   return def;
 }

@@ -34,9 +34,14 @@ StatementPtr make_statement(std::string_view tail);
 // A client's unnamed statement: it goes to the server unnamed, so it has no server name (no SHA-256 to
 // compute on every unnamed Parse, which is every query of an extended-protocol client).
 StatementPtr make_unnamed_statement(std::string_view tail);
-// A statement made by SQL PREPARE. Its server name comes from `owner_key` (unique per client and name), so it
-// never collides with another client's, even for the same text.
-StatementPtr make_sql_statement(std::string_view owner_key, std::string_view sql);
+// Server names pgward makes all start with this; no statement a client names gets one unless pgward made it.
+inline constexpr std::string_view kReservedPrefix = "pgw_";
+// A statement made by SQL PREPARE. It keeps the client's name on the server (so pg_prepared_statements and
+// dynamic SQL in functions see it as on a direct connection): a server holds one client's SQL statements
+// only, the next client's checkout closes them. A client name starting with kReservedPrefix gets a server
+// name from `owner_key` (unique per client and PREPARE) instead, so that it never meets pgward's own names.
+StatementPtr make_sql_statement(std::string_view client_name, std::string_view owner_key,
+                                std::string_view sql);
 
 // A name no statement ever gets: Bind/Describe of an unknown client name is sent with it, so that PostgreSQL
 // itself answers 26000 (and aborts the transaction exactly as it would have), and the error text is then put

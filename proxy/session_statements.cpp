@@ -270,7 +270,9 @@ bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool sim
   put_close(wire, 'S', stmt->server_name);
   expect(pr::fe::kClose, pr::On::swallow);
   inject_sync(wire);
-  pr::put_query(wire, "PREPARE " + stmt->server_name + " " + stmt->sql);
+  std::string prepare = "PREPARE \"";
+  for (char ch : stmt->server_name) prepare += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  pr::put_query(wire, prepare + "\" " + stmt->sql);
   expect(pr::fe::kQuery, pr::On::swallow).more().server_added = stmt->server_name;
   gate_.injected();
   server_->statements.add(stmt->server_name);
@@ -346,7 +348,8 @@ std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql
       continue;
     }
     const std::string server_name = server_name_for(ref, wire, simple_query, notes);
-    if (server_name.empty()) return {};  // refused: `notes` holds the error
+    if (server_name.empty()) return {};     // refused: `notes` holds the error
+    if (server_name == ref.name) continue;  // the client's own name (SQL PREPARE): the text stays as written
     const std::string_view before = sql.substr(copied, ref.name_pos - copied);
     text += before;
     text_chars += pr::sql::count_chars(before);
@@ -375,9 +378,10 @@ std::string Session::server_name_for(const pr::sql::StatementRef& ref, std::stri
       }
       return it->second->server_name;
     }
-    // A server name of its own for every PREPARE: one that failed may still exist on some server.
+    // (A PREPARE whose query failed may still exist on the server: prepared statements outlive a rollback.
+    // Its name stays in sql_statements, so the next client's checkout closes it.)
     StatementPtr stmt =
-        make_sql_statement(std::to_string(id_) + '\0' + std::to_string(++sql_prepares_), ref.body);
+        make_sql_statement(ref.name, std::to_string(id_) + '\0' + std::to_string(++sql_prepares_), ref.body);
     statements_[ref.name] = stmt;
     // Room is made after the query has run: a victim may be a statement this same query creates.
     server_->statements.add(stmt->server_name);

@@ -38,8 +38,13 @@ TEST(Isolation, StatementNamesOfOthersBehaveAsMissing) {
   exec(owner, "BEGIN");
   const std::vector<std::string> names = server_statement_names(owner);
   exec(owner, "COMMIT");
-  ASSERT_GE(names.size(), 2u);
-  for (const std::string& n : names) ASSERT_TRUE(n.starts_with("pgw_")) << n;
+  // The SQL statement keeps its name on the server (as on a direct connection), the protocol-level one has
+  // pgward's.
+  ASSERT_EQ(names.size(), 2u);
+  EXPECT_NE(std::find(names.begin(), names.end(), "mine"), names.end());
+  EXPECT_EQ(
+      std::count_if(names.begin(), names.end(), [](const std::string& n) { return n.starts_with("pgw_"); }),
+      1);
 
   // The intruder, on the same (only) server, tries every way of naming them.
   for (const std::string& n : names) {
