@@ -5,7 +5,7 @@
 # PgBouncer, bench/instructions.sh the deterministic count.
 #
 #   bash bench/compare.sh OLD_BINARY NEW_BINARY ...     # as root on Debian 12
-#   BENCH_SCENARIOS="simple extended prepared" (default), BENCH_DURATION=10 (s), BENCH_REPS=3, BENCH_CLIENTS=16
+#   BENCH_SCENARIOS="simple extended prepared" (default; "tpcb:simple" and such: see pgbench_scenario in lib.sh), BENCH_DURATION=10 (s), BENCH_REPS=3, BENCH_CLIENTS=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-postgres.sh
@@ -26,7 +26,7 @@ for rep in $(seq 1 "$reps"); do
       "$bin" --config "$dir/pgward.toml" >"$dir/pgward.log" 2>&1 &
       pid=$!
       wait_listening "$port" 10 || true
-      tps="$("$pgbench" -S -M "$sc" -n -c "$clients" -j 2 -T "$duration" -h 127.0.0.1 -p "$port" -U postgres bench 2>/dev/null |
+      tps="$("$pgbench" $(pgbench_scenario "$sc") -n -c "$clients" -j 2 -T "$duration" -h 127.0.0.1 -p "$port" -U postgres bench 2>/dev/null |
         awk '/^tps = / {printf "%.0f", $3}')"
       kill -INT "$pid"
       wait "$pid" 2>/dev/null || true
@@ -39,6 +39,6 @@ done
 printf '| binary | scenario | TPS (mean of %s x %s s, -c %s) |\n|---|---|--:|\n' "$reps" "$duration" "$clients"
 for bin in "$@"; do
   for sc in $scenarios; do
-    printf '| %s | -S -M %s | %d |\n' "$bin" "$sc" "$(( ${sum["$bin $sc"]} / reps ))"
+    printf '| %s | %s | %d |\n' "$bin" "$(pgbench_scenario "$sc")" "$(( ${sum["$bin $sc"]} / reps ))"
   done
 done

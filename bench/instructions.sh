@@ -4,7 +4,7 @@
 # PostgreSQL (pgbench scale 1), a warm-up, counters zeroed, then `-c 16 -t 500` (8,000 transactions) counted.
 #
 #   bash bench/instructions.sh OLD_BINARY NEW_BINARY ...     # as root on Debian 12
-#   BENCH_SCENARIOS="simple extended prepared" (default)
+#   BENCH_SCENARIOS="simple extended prepared" (default; "tpcb:simple" and such: see pgbench_scenario in lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-postgres.sh
@@ -23,9 +23,9 @@ for bin in "$@"; do
       >"$dir/valgrind.log" 2>&1 &
     vg=$!
     wait_listening "$port" 20 || true
-    "$pgbench" -S -M "$sc" -n -c 16 -j 2 -t 100 -h 127.0.0.1 -p "$port" -U postgres bench >/dev/null 2>&1
+    "$pgbench" $(pgbench_scenario "$sc") -n -c 16 -j 2 -t 100 -h 127.0.0.1 -p "$port" -U postgres bench >/dev/null 2>&1
     callgrind_control -z "$vg" >/dev/null 2>&1
-    "$pgbench" -S -M "$sc" -n -c 16 -j 2 -t 500 -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench.log" 2>&1
+    "$pgbench" $(pgbench_scenario "$sc") -n -c 16 -j 2 -t 500 -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench.log" 2>&1
     callgrind_control -d "$vg" >/dev/null 2>&1
     kill -INT "$vg"
     wait "$vg" 2>/dev/null || true
@@ -35,7 +35,7 @@ for bin in "$@"; do
       n="$(awk '/^(summary|totals):/ {print $2; exit}' "$f")"
       [ -n "$n" ] && [ "$n" -gt "$total" ] && [ "$f" != "$dir/cg.out" ] && total="$n"
     done
-    printf '| %s | -S -M %s -c 16 | %d |\n' "$bin" "$sc" "$((total / 8000))"
+    printf '| %s | %s -c 16 | %d |\n' "$bin" "$(pgbench_scenario "$sc")" "$((total / 8000))"
     rm -f "$dir"/cg.out*
   done
 done

@@ -2,6 +2,16 @@
 
 pgbench=/usr/lib/postgresql/15/bin/pgbench
 
+# pgbench_scenario SCENARIO: pgbench's options for a scenario: "simple", "extended", "prepared" are the select-only
+# script (-S) in that query mode; "tpcb:MODE" is the built-in TPC-B-like script (UPDATE ... SET, INSERT, three
+# statements in a transaction block) in query mode MODE.
+pgbench_scenario() {
+  case "$1" in
+    tpcb:*) echo "-M ${1#tpcb:}" ;;
+    *) echo "-S -M $1" ;;
+  esac
+}
+
 # bench_postgres NAME: a throwaway PostgreSQL with pgbench's tables (scale 1) in database "bench", in a fresh
 # temporary folder, both removed at exit. Sets `dir` (the folder) and `pg_port`.
 bench_postgres() {
