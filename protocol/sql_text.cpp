@@ -1,8 +1,11 @@
 #include "protocol/sql_text.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 namespace pgward::protocol::sql {
 
@@ -592,7 +595,7 @@ bool mentions_ci(std::string_view text, std::string_view word) {
   for (const char first : {word[0], static_cast<char>(word[0] & ~0x20)}) {
     for (const char* p = text.data(); (p = static_cast<const char*>(std::memchr(p, first, end - p))); ++p) {
       std::size_t j = 1;
-      while (j < word.size() && (p[j] | 0x20) == word[j]) ++j;
+      while (j < word.size() && (p[j] >= 'A' && p[j] <= 'Z' ? p[j] | 0x20 : p[j]) == word[j]) ++j;
       if (j == word.size()) return true;
     }
   }
@@ -644,9 +647,51 @@ void custom_setting_names(std::string_view sql, std::vector<std::string>& out) {
   }
 }
 
+namespace {
+
+// A few words (lower-case letters, digits, '_'), found anywhere in a text, ASCII case aside, in one pass: a
+// table says which bytes start which words, so a byte that starts none costs one lookup. Cheaper than a
+// memchr pass per word and letter case on the short texts of the hot path, where common letters hit often.
+class WordSet {
+ public:
+  constexpr WordSet(std::initializer_list<std::string_view> words) {
+    for (const std::string_view w : words) {
+      const auto bit = static_cast<std::uint16_t>(1u << count_);
+      words_[count_++] = w;
+      const auto c = static_cast<unsigned char>(w[0]);
+      starts_[c] |= bit;
+      if (c >= 'a' && c <= 'z') starts_[c - 32] |= bit;
+    }
+  }
+
+  bool in(std::string_view text) const {
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      std::uint16_t m = starts_[static_cast<unsigned char>(text[i])];
+      for (std::size_t w = 0; m != 0; ++w, m >>= 1) {
+        if ((m & 1) == 0) continue;
+        const std::string_view word = words_[w];
+        if (text.size() - i < word.size()) continue;
+        std::size_t j = 1;
+        while (j < word.size() && lower(text[i + j]) == word[j]) ++j;
+        if (j == word.size()) return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  static constexpr char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c; }
+
+  std::array<std::uint16_t, 256> starts_{};
+  std::array<std::string_view, 16> words_{};
+  std::size_t count_ = 0;
+};
+
+}  // namespace
+
 bool may_name_statements(std::string_view sql) {
-  return mentions_ci(sql, "execute") || mentions_ci(sql, "prepare") || mentions_ci(sql, "dealloc") ||
-         mentions_ci(sql, "discard");
+  static constexpr WordSet kWords{"execute", "prepare", "dealloc", "discard"};
+  return kWords.in(sql);
 }
 
 std::string_view pin_name(Pin pin) {
@@ -662,13 +707,49 @@ std::string_view pin_name(Pin pin) {
   return "";
 }
 
+namespace {
+
+// Whether any word that matters to session_effects() occurs anywhere in the text. "set" covers RESET and
+// set_config, "listen" UNLISTEN, "temp" pg_temp and TEMPORARY, "advisory" every advisory lock and unlock,
+// "prepare" PREPARE TRANSACTION and COMMIT / ROLLBACK PREPARED.
+bool mentions_session_word(std::string_view sql) {
+  static constexpr WordSet kWords{"set",     "listen", "temp",    "advisory", "load", "hold",
+                                  "discard", "do",     "prepare", "drop",     "close"};
+  return kWords.in(sql);
+}
+
+}  // namespace
+
 bool may_touch_session(std::string_view sql) {
-  // "set" covers RESET and set_config, "listen" UNLISTEN, "temp" pg_temp and TEMPORARY, "advisory" every
-  // advisory lock and unlock, "prepare" PREPARE TRANSACTION and COMMIT / ROLLBACK PREPARED.
-  for (const std::string_view word :
-       {"set", "listen", "temp", "advisory", "load", "hold", "discard", "do", "prepare", "drop", "close"})
-    if (mentions_ci(sql, word)) return true;
-  return false;
+  // The common case is one statement starting with a plain word: then only that first word and the few
+  // words session_effects() heeds anywhere in a statement matter, which is three memchr passes rather than
+  // eleven. Anything else (several statements, a leading comment or parenthesis) takes the full list.
+  std::size_t i = 0;
+  while (i < sql.size() && space(static_cast<unsigned char>(sql[i]))) ++i;
+  std::size_t end = i;
+  while (end < sql.size() && ident_char(static_cast<unsigned char>(sql[end]))) ++end;
+  const std::size_t semicolon = sql.find(';');
+  bool single = semicolon == std::string_view::npos;
+  if (!single) {
+    std::size_t j = semicolon + 1;
+    while (j < sql.size() && (space(static_cast<unsigned char>(sql[j])) || sql[j] == ';')) ++j;
+    single = j == sql.size();
+  }
+  if (end == i || !ident_start(static_cast<unsigned char>(sql[i])) || !single)
+    return mentions_session_word(sql);
+  const std::string_view first = sql.substr(i, end - i);
+  // Statements whose first word session_effects() reads (EXPLAIN: what follows it is read as a statement).
+  static constexpr std::string_view kFirstWords[] = {"set",    "reset",    "discard", "do",
+                                                     "listen", "unlisten", "load",    "prepare",
+                                                     "drop",   "close",    "declare", "explain"};
+  if (first.size() <= 8) {  // the longest of them
+    for (const std::string_view word : kFirstWords)
+      if (equals_ci(first, word)) return true;
+    if (equals_ci(first, "commit") || equals_ci(first, "rollback")) return mentions_ci(sql, "prepared");
+  }
+  // Rules that hold wherever a word stands: set_config, the advisory lock functions, TEMP / pg_temp.
+  static constexpr WordSet kAnywhere{"temp", "advisory", "set_config"};
+  return kAnywhere.in(sql);
 }
 
 SessionEffects session_effects(std::string_view sql, const Dialect& dialect) {

@@ -121,7 +121,7 @@ std::string_view client_only_encoding(std::string_view client_encoding);
 // guarantees scan_statement_refs() finds nothing.
 bool may_name_statements(std::string_view sql);
 
-// `word` (lower-case letters) occurs in `text`, ASCII case aside.
+// `word` (lower-case letters, digits, `_`) occurs in `text`, ASCII case aside.
 bool mentions_ci(std::string_view text, std::string_view word);
 
 // A short SQL command as lower-case words joined by single spaces ("commit work"), a trailing ';' aside;

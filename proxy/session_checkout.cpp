@@ -115,15 +115,6 @@ asio::awaitable<pool::Lease> Session::acquire(bool fatal) {
 }
 
 asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& server) {
-  // Before the login has merged the server's defaults into the client's settings, the session authorization
-  // a previous client left must still go first: what the rest needs may depend on it.
-  if (!client_params_.contains("session_authorization")) {
-    const auto defaults = pool_->pool.server_params();
-    if (auto it = defaults.find("session_authorization"); it != defaults.end()) {
-      client_params_.emplace(it->first, it->second);
-      client_params_changed_ = true;
-    }
-  }
   // The common case: the server was last found to match settings equal to this client's. One comparison.
   if (std::exchange(client_params_changed_, false)) client_fingerprint_ = params_fingerprint(client_params_);
   if (server.params_match == client_fingerprint_) co_return std::nullopt;

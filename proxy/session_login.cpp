@@ -215,6 +215,14 @@ asio::awaitable<bool> Session::finish_login() {
   // defaults yet, or the client asked for values of its own, one server checks them now: a bad value then
   // fails the login as it would on PostgreSQL, and the values come back in the server's spelling ("ISO" =>
   // "ISO, MDY").
+  // The session authorization a previous client left on a server must be put back before anything else on
+  // it, at this login's checkout too: what the rest needs may depend on it. (A pool with no defaults yet has
+  // had no server, so none with anything left on it.)
+  if (pool_->pool.has_server_params()) {
+    const auto defaults = pool_->pool.server_params();
+    if (auto it = defaults.find("session_authorization"); it != defaults.end())
+      client_params_.emplace(it->first, it->second);
+  }
   bool need_server = mode == config::PoolMode::session || !pool_->pool.has_server_params();
   if (!need_server) {
     const auto defaults = pool_->pool.server_params();
