@@ -192,7 +192,10 @@ asio::awaitable<void> Session::end_statement_violation(ServerConn& s) {
   co_await send_error(ss::kFeatureNotSupported,
                       "transaction blocks are not allowed in statement pooling mode", false);
   co_await send_ready_for_query();
-  give_back(std::move(lease), !err && s.rpos == s.rend && s.cancels_in_flight == 0);
+  // ROLLBACK undoes the block's settings, not what outlives a transaction (a session advisory lock taken in
+  // it, say): a block whose text may have left such state costs its server.
+  give_back(std::move(lease), !err && s.rpos == s.rend && s.cancels_in_flight == 0 && !state_dirty_);
+  state_dirty_ = false;
   transition(unlinked_phase());
   if (resolved_) resolved_->cancel();
 }

@@ -5,6 +5,8 @@
 // pins the client to its server until the state or the client is gone; the server is then reset before anyone
 // else gets it. [pool] session_state = "error" refuses such statements, "ignore" leaves everything on the
 // server.
+#include <unistd.h>
+
 #include <atomic>
 #include <functional>
 #include <mutex>
@@ -840,6 +842,27 @@ TEST(SessionState, StatementModeSetFollowsTheClient) {
                                 "SELECT current_setting('search_path') || ' / ' || "
                                 "coalesce(nullif(current_setting('app.tenant', true), ''), '<unset>')",
                                 pool_config("statement", 1));
+}
+
+TEST(SessionState, StatementModeRefusedBlockLeavesNoSessionLockBehind) {
+  // A transaction block is refused in statement mode and rolled back; a session advisory lock taken in it
+  // outlives the ROLLBACK, so that server must not serve the next client.
+  TwoClients clients(pool_config("statement", 1));
+  ASSERT_TRUE(clients.ok());
+  auto& [pgward, a, b] = clients;
+  const std::string key = std::to_string(770000 + getpid() % 10000);
+  EXPECT_EQ(exec_sqlstate(a, "BEGIN; SELECT pg_advisory_lock(" + key + ")"), "0A000");
+  // Nobody holds the lock any more (asked from a backend of its own: the same session could take it again).
+  Conn direct = connect_direct();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const bool got = query_value(direct, "SELECT pg_try_advisory_lock(" + key + ")::text") == "true";
+        if (got) exec(direct, "SELECT pg_advisory_unlock_all()");
+        return got;
+      },
+      5s));
+  EXPECT_EQ(query_value(b, "SELECT 'b is served'"), "b is served");
+  EXPECT_EQ(query_value(a, "SELECT 'a goes on'"), "a goes on");
 }
 
 }  // namespace
