@@ -522,6 +522,25 @@ TEST(SessionState, TransactionScopedAdvisoryLockDoesNotPin) {
   EXPECT_EQ(query_value(b, "SELECT 'b got the server'"), "b got the server");
 }
 
+TEST(SessionState, TempTableDroppedAtCommitDoesNotPin) {
+  // What pins is what is still there when the transaction has ended: a table ON COMMIT DROP is not, and
+  // neither is one created and dropped again.
+  TwoClients clients(one_server_short_wait());
+  ASSERT_TRUE(clients.ok());
+  auto& [pgward, a, b] = clients;
+  exec(a, "BEGIN");
+  exec(a, "CREATE TEMP TABLE ss_gone (x int) ON COMMIT DROP");
+  exec(a, "INSERT INTO ss_gone VALUES (1)");
+  exec(a, "COMMIT");
+  exec(a, "CREATE TEMP TABLE ss_dropped (x int); DROP TABLE ss_dropped");
+  EXPECT_EQ(pinned_clients(pgward.admin_port(), "temp"), 0);
+  EXPECT_EQ(query_value(b, "SELECT 'b got the server'"), "b got the server");
+  // And one that stays does pin.
+  exec(a, "CREATE TEMP TABLE ss_kept (x int)");
+  expect_pins(pgward.admin_port(), "temp", 1, 1);
+  EXPECT_EQ(exec_sqlstate(b, "SELECT 1"), "53300");
+}
+
 TEST(SessionState, PinnedListenerReceivesNotifications) {
   Pgward pgward(one_server_short_wait());
   Conn a = pgward.connect();
