@@ -151,10 +151,12 @@ bool Session::releasable() const {
          pin_ == PinReason::none;
 }
 
-asio::awaitable<bool> Session::let_go(ServerConn& s) {
-  if (settle_due()) co_return co_await settle_state(s);
-  unlink(s.rpos == s.rend, unlinked_phase());
-  co_return true;
+asio::awaitable<void> Session::let_go(ServerConn& s) {
+  if (settle_due()) {
+    co_await settle_state(s);
+  } else {
+    unlink(s.rpos == s.rend, unlinked_phase());
+  }
 }
 
 void Session::request_release() {
@@ -197,7 +199,7 @@ void Session::cancel_done(ServerConn& server, CancelDelivery delivery) {
                  server.id());
     if (server_.get() == &server) cancel_unsure_ = true;
   }
-  if (server_ && (releasable() || settle_due())) request_release();
+  if (server_ && let_go_due()) request_release();
 }
 
 void Session::terminate() {

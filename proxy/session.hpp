@@ -104,11 +104,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string_view header_error;  // read_header()'s (static) text for a malformed header
   };
   // What server_loop makes of a ReadyForQuery or ParameterStatus.
-  enum class Seen : std::uint8_t { ok, bad, violation, release, settle };
+  enum class Seen : std::uint8_t { ok, bad, violation, release };
   // What server_loop found in a batch of server bytes.
   struct ServerScan {
-    bool release = false;  // a ReadyForQuery made the server releasable
-    bool settle = false;   // a ReadyForQuery ended a transaction that may have changed session state
+    bool release = false;              // a ReadyForQuery made let_go_due() true
     bool statement_violation = false;  // statement mode: a transaction block was opened
     bool bad = false;                  // a malformed message
   };
@@ -133,9 +132,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool quiet() const;
   // quiet(), and nothing holds the server to this client: it may go back to the pool.
   bool releasable() const;
-  // What server_loop does once releasable() or settle_due() holds: gives the server back, or settles. False
-  // when the server stays linked and server_loop goes on reading it.
-  asio::awaitable<bool> let_go(ServerConn& s);
+  // server_loop has the link to end: releasable() (the server goes back) or settle_due() (the session state
+  // is learnt first; see settle_state()).
+  bool let_go_due() const { return releasable() || settle_due(); }
+  // Ends server_loop's hold on the link when let_go_due(): gives the server back, or settles (after which a
+  // pinned client's server has a server_loop of its own again).
+  asio::awaitable<void> let_go(ServerConn& s);
   // Asks server_loop, parked on the server's socket, to give the server back now that a reason to hold it
   // (half a client message forwarded, a cancel on its way) is gone.
   void request_release();
@@ -263,8 +265,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Asks the server, taken off the session meanwhile (phase resolving), what session state the client now
   // has (settings, temporary objects, LISTEN, advisory locks, WITH HOLD cursors), puts its reset connection
   // values back, and then gives the server back or keeps the client pinned to it (see let_go()).
-  asio::awaitable<bool> settle_state(ServerConn& s);
-  // The query settle_state() runs; "" when there is nothing to ask.
+  asio::awaitable<void> settle_state(ServerConn& s);
+  // The query settle_state() runs (never empty when settle_due(): a snapshot in transaction and statement
+  // modes, the startup values to put back in session mode).
   std::string probe_sql(const ServerConn& s, bool snapshot) const;
   // The probe's rows: the client's settings and the server's are now what they list; the pin they imply.
   PinReason apply_probe(ServerConn& s, const std::vector<std::pair<std::string, std::string>>& rows);

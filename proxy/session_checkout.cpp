@@ -140,24 +140,22 @@ asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& s
   std::string sql;
   std::string last;
   std::vector<std::string> unreported;
+  // The role is set again whenever it or the session user changes (a new session user drops the role).
   const auto server_role = server.params.find("role");
   const auto client_role = client_params_.find("role");
-  const bool role_changes =
-      (server_role != server.params.end()) != (client_role != client_params_.end()) ||
-      (server_role != server.params.end() && server_role->second != client_role->second) ||
-      std::any_of(differing.begin(), differing.end(),
-                  [](const std::string* k) { return *k == "session_authorization"; });
-  if (role_changes && server_role != server.params.end()) first += "RESET \"role\";";
+  bool role_changes = false;
   for (const std::string* k : differing) {
-    std::string& to = *k == "session_authorization" ? first : *k == "role" ? last : sql;
-    to += set_statement(*k, client_params_[*k]);
-    to += ';';
+    if (*k == "role" || *k == "session_authorization") role_changes = true;
+    if (*k == "role") continue;
+    (*k == "session_authorization" ? first : sql) += set_statement(*k, client_params_[*k]) + ';';
     if (!defaults.contains(*k)) unreported.push_back(*k);
   }
-  if (role_changes && client_role != client_params_.end() &&
-      std::find_if(differing.begin(), differing.end(), [](const std::string* k) { return *k == "role"; }) ==
-          differing.end()) {
-    last += set_statement("role", client_role->second) + ";";
+  role_changes =
+      role_changes || (server_role != server.params.end()) != (client_role != client_params_.end());
+  if (role_changes && server_role != server.params.end()) first += "RESET \"role\";";
+  if (role_changes && client_role != client_params_.end()) {
+    last += set_statement("role", client_role->second) + ';';
+    unreported.push_back("role");
   }
   for (const auto& name : server.set_unreported) {
     if (client_params_.contains(name)) continue;

@@ -74,7 +74,7 @@ asio::awaitable<void> Session::client_loop() {
       server_write_busy_ = false;
       if (!ok) server->close();
       // What held the server may be gone now (the rest of a message that went out in part).
-      if (ok && server_ == server && (releasable() || settle_due())) request_release();
+      if (ok && server_ == server && let_go_due()) request_release();
     }
     wire_.clear();
     consume_client(c.pos - cpos_);

@@ -17,17 +17,17 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
   ServerConn& s = *server;
   for (;;) {
     if (client_gone_) break;
-    if (release_wanted_ && (releasable() || settle_due())) {
+    if (release_wanted_ && let_go_due()) {
       release_wanted_ = false;
-      const bool gone = co_await let_go(s);
-      if (gone) co_return;
+      co_await let_go(s);
+      co_return;
     }
     if (!co_await s.fill()) {
       // Woken by request_release() (the read was cancelled), or the server is gone.
       if (std::exchange(release_wanted_, false) && server_ == server && !client_gone_) {
-        if (releasable() || settle_due()) {
-          const bool gone = co_await let_go(s);
-          if (gone) co_return;
+        if (let_go_due()) {
+          co_await let_go(s);
+          co_return;
         }
         continue;  // something new went out meanwhile: keep reading
       }
@@ -62,9 +62,9 @@ asio::awaitable<void> Session::server_loop(std::shared_ptr<ServerConn> server) {
     // client_loop may have sent the next batch to this still-linked server, and releasing now would strand it
     // there. Anything after the final ReadyForQuery was unsolicited (a notice, a notification): keep no
     // server that has unread bytes.
-    if ((scan.release || scan.settle) && (releasable() || settle_due())) {
-      const bool gone = co_await let_go(s);
-      if (gone) co_return;
+    if (scan.release && let_go_due()) {
+      co_await let_go(s);
+      co_return;
     }
   }
   if (server_ != server) co_return;  // already released
@@ -143,8 +143,8 @@ Session::ServerScan Session::scan_server(ServerConn& s, Cursor& c) {
       break;
     }
     c.pos += total;
-    if (seen == Seen::release || seen == Seen::settle) {
-      (seen == Seen::release ? scan.release : scan.settle) = true;
+    if (seen == Seen::release) {
+      scan.release = true;
       break;
     }
   }
@@ -173,8 +173,7 @@ Session::Seen Session::inspect_server_message(char type, std::string_view body, 
     if (*st != pr::kTxIdle) arm_idle_transaction_timer();
   }
   if (verdict == pr::TxnGate::Verdict::violation) return Seen::violation;
-  if (releasable()) return Seen::release;
-  return settle_due() ? Seen::settle : Seen::ok;
+  return let_go_due() ? Seen::release : Seen::ok;
 }
 
 asio::awaitable<void> Session::end_statement_violation(ServerConn& s) {

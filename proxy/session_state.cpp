@@ -201,16 +201,11 @@ void Session::set_pin(PinReason reason) {
   track_.set_pin(reason);
 }
 
-asio::awaitable<bool> Session::settle_state(ServerConn& s) {
+asio::awaitable<void> Session::settle_state(ServerConn& s) {
   const bool snapshot = database_->pool.mode != config::PoolMode::session;
   const std::string sql = probe_sql(s, snapshot);
   state_dirty_ = false;
   state_resets_ = false;
-  if (sql.empty()) {
-    if (!releasable()) co_return false;
-    unlink(s.rpos == s.rend, unlinked_phase());
-    co_return true;
-  }
   // client_loop holds the client's next messages until this is done; the client already has its answer.
   pool::Lease lease = detach(Phase::resolving);
   const auto r = co_await s.run_query(sql, &client_params_);
@@ -226,7 +221,7 @@ asio::awaitable<bool> Session::settle_state(ServerConn& s) {
     client_gone_ = true;  // client_loop says the farewell and ends
     boost::system::error_code ec;
     client_.cancel(ec);
-    co_return true;
+    co_return;
   }
   // A notification that came in meanwhile is the client's (it LISTENs on this server): it goes on. (While the
   // phase is resolving, this coroutine is the only writer to the client.)
@@ -253,7 +248,6 @@ asio::awaitable<bool> Session::settle_state(ServerConn& s) {
     transition(unlinked_phase());
   }
   if (resolved_) resolved_->cancel();
-  co_return true;  // (a pinned client's server has a server_loop of its own again)
 }
 
 asio::awaitable<bool> Session::reset_server(ServerConn& s) {

@@ -271,7 +271,10 @@ bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool sim
   expect(pr::fe::kClose, pr::On::swallow);
   inject_sync(wire);
   std::string prepare = "PREPARE \"";
-  for (char ch : stmt->server_name) prepare += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  for (char ch : stmt->server_name) {
+    if (ch == '"') prepare += '"';
+    prepare += ch;
+  }
   pr::put_query(wire, prepare + "\" " + stmt->sql);
   expect(pr::fe::kQuery, pr::On::swallow).more().server_added = stmt->server_name;
   gate_.injected();
