@@ -71,6 +71,7 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   set_counter(logins_refused, {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
   set_counter(logins_refused, {{"reason", "max_fallback_databases"}},
               st::get(g.clients_refused_max_fallback));
+  set_counter(logins_refused, {{"reason", "not_console_user"}}, st::get(g.clients_refused_console));
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));

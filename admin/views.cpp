@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <sstream>
@@ -45,6 +46,109 @@ std::string json_string(std::string_view s) {
 
 namespace {
 
+// A reader for the JSON above (no whitespace, strings escaped by json_string); see flatten_json().
+class Flattener {
+ public:
+  explicit Flattener(std::string_view json) : in_(json) {}
+  bool run(std::vector<std::pair<std::string, std::string>>& out) {
+    out_ = &out;
+    return value("") && pos_ == in_.size();
+  }
+
+ private:
+  bool value(const std::string& key) {
+    if (pos_ >= in_.size()) return false;
+    if (in_[pos_] == '{') return object(key);
+    if (in_[pos_] == '[') return array(key);
+    std::string v;
+    if (!scalar(v)) return false;
+    out_->emplace_back(key, std::move(v));
+    return true;
+  }
+  bool object(const std::string& prefix) {
+    ++pos_;
+    if (eat('}')) return true;
+    do {
+      std::string name;
+      if (!string(name) || !eat(':') || !value(prefix.empty() ? name : prefix + "." + name)) return false;
+    } while (eat(','));
+    return eat('}');
+  }
+  bool array(const std::string& key) {
+    ++pos_;
+    std::string joined;
+    bool nested = false;
+    for (std::size_t i = 0; !eat(']'); ++i) {
+      if (i > 0 && !eat(',')) return false;
+      if (pos_ < in_.size() && (in_[pos_] == '{' || in_[pos_] == '[')) {
+        nested = true;
+        if (!value(key + "[" + std::to_string(i) + "]")) return false;
+        continue;
+      }
+      std::string v;
+      if (!scalar(v)) return false;
+      joined += (i ? ", " : "") + v;
+    }
+    if (!nested) out_->emplace_back(key, std::move(joined));
+    return true;
+  }
+  bool scalar(std::string& v) {
+    if (pos_ < in_.size() && in_[pos_] == '"') return string(v);
+    const auto end = in_.find_first_of(",]}", pos_);
+    if (end == pos_ || end == std::string_view::npos) return false;
+    v = std::string(in_.substr(pos_, end - pos_));
+    if (v == "null") v.clear();
+    pos_ = end;
+    return true;
+  }
+  bool string(std::string& v) {
+    if (!eat('"')) return false;
+    while (pos_ < in_.size() && in_[pos_] != '"') {
+      char c = in_[pos_++];
+      if (c == '\\') {
+        if (pos_ >= in_.size()) return false;
+        const char e = in_[pos_++];
+        if (e == 'n')
+          c = '\n';
+        else if (e == 'r')
+          c = '\r';
+        else if (e == 't')
+          c = '\t';
+        else if (e == 'u') {
+          unsigned code = 0;
+          for (int i = 0; i < 4; ++i, ++pos_) {
+            if (pos_ >= in_.size() || !std::isxdigit(static_cast<unsigned char>(in_[pos_]))) return false;
+            code = code * 16 + static_cast<unsigned>(std::stoi(std::string(1, in_[pos_]), nullptr, 16));
+          }
+          c = static_cast<char>(code);  // json_string writes \u only for control characters
+        } else
+          c = e;
+      }
+      v += c;
+    }
+    return eat('"');
+  }
+  bool eat(char c) {
+    if (pos_ < in_.size() && in_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+
+  std::string_view in_;
+  std::size_t pos_ = 0;
+  std::vector<std::pair<std::string, std::string>>* out_ = nullptr;
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> flatten_json(std::string_view json) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!Flattener(json).run(out)) out.clear();
+  return out;
+}
+
 std::string iso_time(std::chrono::system_clock::time_point t) {
   const std::time_t tt = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -53,6 +157,8 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
+
+namespace {
 
 // A comma-separated JSON object builder that keeps the views readable.
 class Obj {
@@ -118,69 +224,109 @@ std::string endpoints_json(const std::vector<config::Endpoint>& eps) {
 
 }  // namespace
 
-std::string pools_json(proxy::Proxy& p) {
-  std::vector<std::string> items;
+std::vector<PoolRow> pool_rows(proxy::Proxy& p) {
+  std::vector<PoolRow> rows;
   for (proxy::PoolEntry* e : p.pools()) {
     const auto ps = e->pool.stats();
-    const auto settings = e->pool.settings();
     const auto& s = e->stats;
-    const auto closing = std::max<std::int64_t>(0, st::get(s.servers_closing));
+    PoolRow r;
+    r.database = e->pool.database();
+    r.user = e->pool.user();
+    r.mode = config::to_string(e->pool.settings().mode);
+    r.size = ps.size;
+    r.min_size = ps.min_size;
+    r.paused = ps.paused;
+    r.removed = e->removed.load();
+    r.clients_active = st::get(s.clients_active);
+    r.clients_waiting = st::get(s.clients_waiting);
+    r.clients_idle = st::get(s.clients_idle);
+    r.servers_closing = std::max<std::int64_t>(0, st::get(s.servers_closing));
+    r.servers_active = std::max<std::int64_t>(0, std::int64_t{ps.active} - r.servers_closing);
+    r.servers_idle = ps.idle;
+    r.servers_connecting = ps.connecting;
+    r.wait_timeouts = static_cast<std::int64_t>(ps.wait_timeouts);
+    r.transactions = static_cast<std::int64_t>(st::get(s.transactions));
+    r.queries = static_cast<std::int64_t>(st::get(s.queries));
+    r.bytes_received = static_cast<std::int64_t>(st::get(s.bytes_received));
+    r.bytes_sent = static_cast<std::int64_t>(st::get(s.bytes_sent));
+    r.wait_seconds = s.wait.snapshot().sum_seconds;
+    r.transaction_seconds = s.transaction.snapshot().sum_seconds;
+    r.query_seconds = s.query.snapshot().sum_seconds;
+    r.servers_closed = static_cast<std::int64_t>(ps.servers_closed);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::string pools_json(proxy::Proxy& p) {
+  std::vector<std::string> items;
+  for (const PoolRow& r : pool_rows(p)) {
     items.push_back(Obj()
-                        .str("database", e->pool.database())
-                        .str("user", e->pool.user())
-                        .str("mode", config::to_string(settings.mode))
-                        .num("size", ps.size)
-                        .num("min_size", ps.min_size)
-                        .boolean("paused", ps.paused)
-                        .boolean("removed", e->removed.load())
-                        .num("clients_active", st::get(s.clients_active))
-                        .num("clients_waiting", st::get(s.clients_waiting))
-                        .num("clients_idle", st::get(s.clients_idle))
-                        .num("servers_active", std::max<std::int64_t>(0, std::int64_t{ps.active} - closing))
-                        .num("servers_idle", ps.idle)
-                        .num("servers_connecting", ps.connecting)
-                        .num("servers_closing", closing)
-                        .num("wait_timeouts", ps.wait_timeouts)
-                        .num("transactions", st::get(s.transactions))
-                        .num("queries", st::get(s.queries))
-                        .num("bytes_received", st::get(s.bytes_received))
-                        .num("bytes_sent", st::get(s.bytes_sent))
+                        .str("database", r.database)
+                        .str("user", r.user)
+                        .str("mode", r.mode)
+                        .num("size", r.size)
+                        .num("min_size", r.min_size)
+                        .boolean("paused", r.paused)
+                        .boolean("removed", r.removed)
+                        .num("clients_active", r.clients_active)
+                        .num("clients_waiting", r.clients_waiting)
+                        .num("clients_idle", r.clients_idle)
+                        .num("servers_active", r.servers_active)
+                        .num("servers_idle", r.servers_idle)
+                        .num("servers_connecting", r.servers_connecting)
+                        .num("servers_closing", r.servers_closing)
+                        .num("wait_timeouts", r.wait_timeouts)
+                        .num("transactions", r.transactions)
+                        .num("queries", r.queries)
+                        .num("bytes_received", r.bytes_received)
+                        .num("bytes_sent", r.bytes_sent)
                         .done());
   }
   return join(items);
 }
 
-std::string clients_json(proxy::Proxy& p) {
-  std::vector<std::string> items;
+std::vector<ClientRow> client_rows(proxy::Proxy& p) {
+  std::vector<ClientRow> rows;
   for (const auto& c : p.clients()) {
     const auto id = c->identity();
-    const auto server = c->server_id.load(std::memory_order_relaxed);
-    Obj o;
     const auto phase = c->phase.load(std::memory_order_relaxed);
-    o.num("id", c->id)
-        .str("peer", c->peer)
-        .str("state", proxy::to_string(proxy::client_state(phase)))
-        .str("phase", proxy::to_string(phase))
-        .str("database", id.database)
-        .str("user", id.user)
-        .str("connected_at", iso_time(c->connected_at));
-    if (server) {
-      o.num("server_id", server);
-    } else {
-      o.raw("server_id", "null");
-    }
-    if (const auto pin = c->pin.load(std::memory_order_relaxed); pin != proxy::PinReason::none) {
-      o.str("pinned", proxy::to_string(pin));
-    } else {
-      o.raw("pinned", "null");
-    }
+    ClientRow r;
+    r.id = c->id;
+    r.peer = c->peer;
+    r.state = proxy::to_string(proxy::client_state(phase));
+    r.phase = proxy::to_string(phase);
+    r.database = id.database;
+    r.user = id.user;
+    r.connected_at = c->connected_at;
+    if (const auto server = c->server_id.load(std::memory_order_relaxed)) r.server_id = server;
+    if (const auto pin = c->pin.load(std::memory_order_relaxed); pin != proxy::PinReason::none)
+      r.pinned = proxy::to_string(pin);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::string clients_json(proxy::Proxy& p) {
+  std::vector<std::string> items;
+  for (const ClientRow& r : client_rows(p)) {
+    Obj o;
+    o.num("id", r.id)
+        .str("peer", r.peer)
+        .str("state", r.state)
+        .str("phase", r.phase)
+        .str("database", r.database)
+        .str("user", r.user)
+        .str("connected_at", iso_time(r.connected_at));
+    r.server_id ? o.num("server_id", *r.server_id) : o.raw("server_id", "null");
+    r.pinned ? o.str("pinned", *r.pinned) : o.raw("pinned", "null");
     items.push_back(o.done());
   }
   return join(items);
 }
 
-std::string servers_json(proxy::Proxy& p) {
-  std::vector<std::string> items;
+std::vector<ServerRow> server_rows(proxy::Proxy& p) {
+  std::vector<ServerRow> rows;
   std::map<std::pair<std::string, std::string>, proxy::PoolEntry*> pools;
   for (proxy::PoolEntry* e : p.pools()) pools[{e->pool.database(), e->pool.user()}] = e;
   // Active servers are known through the clients linked to them; idle ones through their pools.
@@ -188,38 +334,55 @@ std::string servers_json(proxy::Proxy& p) {
     const auto server = c->server_id.load(std::memory_order_relaxed);
     if (!server) continue;
     const auto id = c->identity();
-    Obj o;
-    o.num("id", server).str("state", "active").str("database", id.database).str("user", id.server_user);
+    ServerRow r;
+    r.id = server;
+    r.state = "active";
+    r.database = id.database;
+    r.user = id.server_user;
     if (auto it = pools.find({id.database, id.server_user}); it != pools.end()) {
       const proxy::ServerTarget target = it->second->target();
-      o.str("host", target.host).num("port", target.port);
+      r.host = target.host;
+      r.port = target.port;
     }
-    o.num("client_id", c->id);
-    items.push_back(o.done());
+    r.client_id = c->id;
+    rows.push_back(std::move(r));
   }
   for (proxy::PoolEntry* e : p.pools()) {
     for (const auto& s : e->pool.idle_servers()) {
       const auto* conn = dynamic_cast<const proxy::ServerConn*>(s.get());
       if (!conn) continue;
-      const auto idle_ms =
+      ServerRow r;
+      r.id = conn->id();
+      r.state = "idle";
+      r.database = e->pool.database();
+      r.user = e->pool.user();
+      r.host = conn->target().host;
+      r.port = conn->target().port;
+      r.idle_ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(pool::Clock::now() - s->idle_since).count();
-      items.push_back(Obj()
-                          .num("id", conn->id())
-                          .str("state", "idle")
-                          .str("database", e->pool.database())
-                          .str("user", e->pool.user())
-                          .str("host", conn->target().host)
-                          .num("port", conn->target().port)
-                          .num("idle_ms", idle_ms)
-                          .raw("client_id", "null")
-                          .done());
+      rows.push_back(std::move(r));
     }
+  }
+  return rows;
+}
+
+std::string servers_json(proxy::Proxy& p) {
+  std::vector<std::string> items;
+  for (const ServerRow& r : server_rows(p)) {
+    Obj o;
+    o.num("id", r.id).str("state", r.state).str("database", r.database).str("user", r.user);
+    if (r.host) o.str("host", *r.host).num("port", *r.port);
+    if (r.idle_ms) o.num("idle_ms", *r.idle_ms);
+    r.client_id ? o.num("client_id", *r.client_id) : o.raw("client_id", "null");
+    items.push_back(o.done());
   }
   return join(items);
 }
 
-std::string config_json(proxy::Proxy& p) {
-  const auto cfg = p.config();
+std::string config_json(proxy::Proxy& p) { return config_json(*p.config(), p.paused(), p.draining()); }
+
+std::string config_json(const config::Config& config, const std::vector<std::string>& paused, bool draining) {
+  const config::Config* cfg = &config;
   constexpr std::string_view kRedacted = "<redacted>";
   std::vector<std::string> dbs;
   for (const auto& db : cfg->databases) {
@@ -235,12 +398,14 @@ std::string config_json(proxy::Proxy& p) {
   }
   std::vector<std::string> users;
   for (const auto& [name, secret] : cfg->users) users.push_back(json_string(name));
-  const auto paused = p.paused();
   std::vector<std::string> paused_json;
   for (const auto& d : paused) paused_json.push_back(json_string(d));
 
   Obj admin;
   admin.raw("listen", endpoints_json(cfg->admin_listen));
+  std::vector<std::string> console_users;
+  for (const auto& name : cfg->console_users) console_users.push_back(json_string(name));
+  admin.raw("console_users", join(console_users));
   if (cfg->admin_token) admin.str("token", kRedacted);
   return Obj()
       .str("source_path", cfg->source_path)
@@ -265,7 +430,7 @@ std::string config_json(proxy::Proxy& p) {
       .raw("pool", pool_settings_json(cfg->pool))
       .raw("databases", join(dbs))
       .raw("paused", join(paused_json))
-      .boolean("draining", p.draining())
+      .boolean("draining", draining)
       .done();
 }
 

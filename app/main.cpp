@@ -11,6 +11,7 @@
 #include <string>
 
 #include "admin/admin.hpp"
+#include "admin/console.hpp"
 #include "config/config.hpp"
 #include "config/pgbouncer_import.hpp"
 #include "proxy/proxy.hpp"
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
     // mid-teardown.
     auto* proxy = new pgward::proxy::Proxy(cfg, path);
     proxy->add_service(pgward::admin::make_admin_server(*proxy, PGWARD_VERSION));
+    proxy->set_console(pgward::admin::make_console(*proxy, PGWARD_VERSION));
     code = proxy->run();
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());

@@ -336,6 +336,23 @@ class Source {
     return resolved;
   }
 
+  // An array of distinct non-empty strings (user names).
+  std::vector<std::string> names(const Field& field) const {
+    const auto* array = field.value->as_array();
+    if (!array) fail(field, "expected an array of names, got " + std::string(type_name(field.value->type())));
+    std::vector<std::string> out;
+    for (const toml::node& element : *array) {
+      const auto* item = element.as_string();
+      const int line = line_of(element.source());
+      if (!item) fail(line, field.name + ": expected strings, got " + std::string(type_name(element.type())));
+      if (item->get().empty()) fail(line, field.name + ": a name must not be empty");
+      if (std::ranges::find(out, item->get()) != out.end())
+        fail(line, field.name + ": " + in_quotes(item->get()) + " is listed twice");
+      out.push_back(item->get());
+    }
+    return out;
+  }
+
   // "host:port" or a non-empty array of them.
   std::vector<Endpoint> listen(const Field& field) const {
     std::vector<std::pair<std::string, int>> items;  // text, line
@@ -525,6 +542,8 @@ class ConfigReader {
         const std::string token = source_.secret(field, source_.string(field));
         if (token.empty()) source_.fail(field, "must not be empty");
         config_.admin_token = token;
+      } else if (field.key == "console_users") {
+        config_.console_users = source_.names(field);
       } else {
         unknown_key(source_, field);
       }
@@ -618,6 +637,10 @@ class ConfigReader {
     }
     for (const toml::node& element : *array) {
       Database database = read_database(*element.as_table());
+      if (database.name == kConsoleDatabase && !config_.console_users.empty()) {
+        source_.fail(database.line, "database " + in_quotes(database.name) +
+                                        " is the admin console's while [admin] console_users is set");
+      }
       if (const Database* first = config_.find_database(database.name)) {
         source_.fail(database.line, "duplicate database " + in_quotes(database.name) +
                                         " (first defined at line " + std::to_string(first->line) + ")");

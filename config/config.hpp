@@ -72,6 +72,8 @@ struct PoolSettings {
 
 // The name of the [[database]] that serves every database name not listed.
 constexpr std::string_view kFallbackDatabase = "*";
+// The virtual database of the admin console ([admin] console_users), served by pgward itself.
+constexpr std::string_view kConsoleDatabase = "pgward";
 
 struct Database {
   std::string name;  // what clients put in dbname
@@ -113,6 +115,8 @@ struct Config {
   // [admin]
   std::vector<Endpoint> admin_listen{{"127.0.0.1", 9930}};
   std::optional<std::string> admin_token;  // env:VAR already resolved; nullopt when not configured
+  // Users who may log in to the console database (kConsoleDatabase) on the proxy port; empty: no console.
+  std::vector<std::string> console_users;
 
   // [auth]
   AuthType auth_type = AuthType::scram_sha_256;

@@ -506,6 +506,44 @@ void put_bind_complete(std::string& out) { MessageWriter(out, be::kBindComplete)
 void put_close_complete(std::string& out) { MessageWriter(out, be::kCloseComplete); }
 void put_no_data(std::string& out) { MessageWriter(out, be::kNoData); }
 
+namespace {
+
+// pg_type.typlen of the types a pgward-made row uses (bool, int8, int4, timestamptz); -1: variable length.
+std::int16_t type_size(std::int32_t oid) {
+  switch (oid) {
+    case 16: return 1;
+    case 20: return 8;
+    case 23: return 4;
+    case 1184: return 8;
+    default: return -1;
+  }
+}
+
+}  // namespace
+
+void put_row_description(std::string& out, const std::vector<ColumnSpec>& columns) {
+  MessageWriter w(out, be::kRowDescription);
+  w.i16(static_cast<std::int16_t>(columns.size()));
+  for (const ColumnSpec& c : columns) {
+    // table OID, column number, type OID, type size (-1: variable), type modifier, format (0: text)
+    w.cstring(c.name).i32(0).i16(0).i32(c.type_oid).i16(type_size(c.type_oid)).i32(-1).i16(0);
+  }
+}
+
+void put_data_row(std::string& out, const std::vector<std::optional<std::string>>& values) {
+  MessageWriter w(out, be::kDataRow);
+  w.i16(static_cast<std::int16_t>(values.size()));
+  for (const auto& v : values) {
+    if (!v) {
+      w.i32(-1);
+      continue;
+    }
+    w.i32(static_cast<std::int32_t>(v->size())).raw(*v);
+  }
+}
+
+void put_empty_query_response(std::string& out) { MessageWriter(out, be::kEmptyQueryResponse); }
+
 void put_startup_packet(std::string& out, const std::vector<std::pair<std::string, std::string>>& params,
                         std::uint16_t major, std::uint16_t minor) {
   MessageWriter w(out, 0);

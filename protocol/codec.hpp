@@ -229,6 +229,15 @@ void put_parse_complete(std::string& out);
 void put_bind_complete(std::string& out);
 void put_close_complete(std::string& out);
 void put_no_data(std::string& out);
+// RowDescription of text-format columns that belong to no table ("Message Formats": RowDescription).
+struct ColumnSpec {
+  std::string_view name;
+  std::int32_t type_oid = 25;  // text
+};
+void put_row_description(std::string& out, const std::vector<ColumnSpec>& columns);
+// DataRow of text values (nullopt: NULL).
+void put_data_row(std::string& out, const std::vector<std::optional<std::string>>& values);
+void put_empty_query_response(std::string& out);
 
 void put_startup_packet(std::string& out, const std::vector<std::pair<std::string, std::string>>& params,
                         std::uint16_t major = kProtocolMajor, std::uint16_t minor = kProtocolMinor);

@@ -20,6 +20,8 @@ inline constexpr std::string_view kStatementCompletionUnknown = "40003";
 inline constexpr std::string_view kInvalidAuthorizationSpecification = "28000";
 inline constexpr std::string_view kInvalidPassword = "28P01";
 inline constexpr std::string_view kInvalidCatalogName = "3D000";
+inline constexpr std::string_view kSyntaxError = "42601";
+inline constexpr std::string_view kUndefinedObject = "42704";
 inline constexpr std::string_view kTooManyConnections = "53300";
 inline constexpr std::string_view kOutOfMemory = "53200";
 inline constexpr std::string_view kProgramLimitExceeded = "54000";
@@ -27,6 +29,7 @@ inline constexpr std::string_view kQueryCanceled = "57014";
 inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kCrashShutdown = "57P02";
 inline constexpr std::string_view kCannotConnectNow = "57P03";
+inline constexpr std::string_view kConfigFileError = "F0000";
 inline constexpr std::string_view kInternalError = "XX000";
 
 }  // namespace pgward::protocol::sqlstate

@@ -18,6 +18,7 @@
 #include "pool/pool.hpp"
 #include "protocol/codec.hpp"
 #include "proxy/client_info.hpp"
+#include "proxy/console.hpp"
 #include "proxy/server_conn.hpp"
 #include "proxy/stats.hpp"
 
@@ -105,6 +106,9 @@ class Proxy {
 
   // --- used by the admin port (and signals) ---
   void add_service(std::unique_ptr<Service> service) { services_.push_back(std::move(service)); }
+  // The admin console's commands; set once before run(). Null: the console database does not exist.
+  void set_console(std::unique_ptr<Console> console) { console_ = std::move(console); }
+  Console* console() const { return console_.get(); }
   boost::asio::io_context& main_context() { return main_; }
   stats::GlobalStats& stats() { return stats_; }
   // Every pool created so far (entries live as long as the proxy).
@@ -160,6 +164,7 @@ class Proxy {
 
   stats::GlobalStats stats_;
   std::vector<std::unique_ptr<Service>> services_;
+  std::unique_ptr<Console> console_;
 
   std::mutex sessions_mu_;
   std::map<std::uint64_t, std::shared_ptr<ClientInfo>> sessions_;

@@ -46,6 +46,8 @@ asio::awaitable<void> Session::run() {
   if (started.index() == 1) {
     stats::add(proxy_.stats().client_login_timeouts);
     co_await send_error(ss::kProtocolViolation, "timeout expired during login", true);
+  } else if (std::get<0>(started) == LoginResult::console) {
+    co_await serve_console();
   } else if (std::get<0>(started) == LoginResult::ok && co_await finish_login()) {
     co_await client_loop();
   }
@@ -217,6 +219,10 @@ void Session::terminate() {
       [self = shared_from_this()]() -> asio::awaitable<void> {
         co_await self->wait_resolved();
         if (self->server_ || !self->client_.is_open()) co_return;
+        if (self->console_busy_) {
+          self->console_terminate_ = true;  // serve_console says it once the answer it is writing is out
+          co_return;
+        }
         co_await self->send_error(ss::kAdminShutdown,
                                   "terminating connection because pgward is shutting down", true);
       },

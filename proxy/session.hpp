@@ -19,6 +19,7 @@
 //   session_faults.cpp         what the client is told when its server dies under it
 //   session_state.cpp          session state (SET, temporary tables, LISTEN...) that follows the client or
 //   pins it
+//   session_console.cpp        the admin console database (console.hpp): its login and its simple queries
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -55,7 +56,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void forward_cancel();
 
  private:
-  enum class LoginResult { ok, closed, cancel_request };
+  enum class LoginResult { ok, closed, cancel_request, console };
   using Lost = protocol::LostPlan::Lost;
   // Undo information for the few requests that carry it (a Parse, an injected message, a stand-in for an
   // error); applied when the request fails or the server skips it after an earlier error.
@@ -151,6 +152,16 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> authenticate();
   asio::awaitable<bool> authenticate_scram(std::string& out, const std::string& failed);
   asio::awaitable<bool> finish_login();
+
+  // ---- the admin console (session_console.cpp) ----
+  // After authentication as `user_` for the console database: a console user goes on (LoginResult::console),
+  // anyone else gets FATAL 28000.
+  asio::awaitable<LoginResult> accept_console();
+  // The welcome, then one simple Query at a time, each answered by proxy_.console() on the main io_context.
+  asio::awaitable<void> serve_console();
+  // One client message of a console session; false when the session ends.
+  asio::awaitable<bool> console_message(const protocol::Message& msg);
+  asio::awaitable<bool> console_send(std::string bytes);
 
   // ---- checkout (session_checkout.cpp) ----
   // Takes a server from the pool (connecting one if a slot is free) and brings its session state in line with
@@ -390,6 +401,13 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::ResponseQueue<Notes> expects_;
   std::string wire_;         // client_loop's scratch: a rewritten batch for the server
   std::string server_wire_;  // server_loop's scratch: a filtered batch for the client
+
+  // A console session (no pool, no server): console_busy_ while a command runs and its answer goes out, so
+  // that a drain's 57P01 waits for it (console_terminate_) instead of interleaving with it.
+  bool console_ = false;
+  bool console_busy_ = false;
+  bool console_terminate_ = false;
+  bool console_discard_ = false;  // after a refused extended-protocol message: dropped up to the Sync
 
   ClientTracker track_;  // gauges, counters and the admin views' copy of the phase
 };

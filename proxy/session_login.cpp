@@ -104,6 +104,8 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
   // in learns nothing about which databases exist.
   config_ = proxy_.config();
   if (!co_await authenticate()) co_return LoginResult::closed;
+  if (database == config::kConsoleDatabase && proxy_.console() && !config_->console_users.empty())
+    co_return co_await accept_console();
   resolved_database_ = config_->resolve_database(database);
   database_ = resolved_database_ ? &*resolved_database_ : nullptr;
   if (!database_) {

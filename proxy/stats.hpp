@@ -134,6 +134,7 @@ struct GlobalStats {
   Counter clients_refused_max_conn{0};      // FATAL 53300 at login
   Counter clients_refused_max_fallback{0};  // FATAL 53300: max_fallback_databases reached
   Counter client_login_timeouts{0};         // FATAL 08P01: not logged in within client_login_timeout
+  Counter clients_refused_console{0};       // FATAL 28000: the console database, not a console user
   Counter cancel_forwarded{0};
   Counter cancel_ignored{0};    // unknown key, or the client has no server linked
   Counter cancel_coalesced{0};  // one for the same client was still on its way

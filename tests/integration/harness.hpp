@@ -224,6 +224,8 @@ class Pgward {
   std::string log() const;
   std::string log_tail(std::size_t lines) const;
   std::string config_text() const { return config_text_; }
+  // The configuration file pgward runs with (a test may rewrite it and reload).
+  std::string config_path() const { return dir_ + "/config.toml"; }
   // False once the process has exited (for whatever reason).
   bool running();
 

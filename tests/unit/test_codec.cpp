@@ -36,6 +36,25 @@ TEST(CodecBuild, AuthenticationOk) {
   EXPECT_EQ(out, b({'R', 0, 0, 0, 8, 0, 0, 0, 0}));
 }
 
+TEST(CodecBuild, RowDescriptionDataRowEmptyQuery) {
+  std::string out;
+  put_row_description(out, {{"n", 20}, {"t"}});
+  // count, then per column: name, table OID, column number, type OID, typlen, typmod, format
+  EXPECT_EQ(out, b({'T', 0, 0, 0, 46, 0, 2}) + z("n") +
+                     b({0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 8, 255, 255, 255, 255, 0, 0}) + z("t") +
+                     b({0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 255, 255, 255, 255, 255, 255, 0, 0}));
+  out.clear();
+  put_data_row(out, {std::string("ab"), std::nullopt});
+  EXPECT_EQ(out, b({'D', 0, 0, 0, 16, 0, 2, 0, 0, 0, 2, 'a', 'b', 255, 255, 255, 255}));
+  const auto values = parse_data_row(out.substr(5));
+  ASSERT_TRUE(values);
+  EXPECT_EQ((*values)[0], "ab");
+  EXPECT_FALSE((*values)[1]);
+  out.clear();
+  put_empty_query_response(out);
+  EXPECT_EQ(out, b({'I', 0, 0, 0, 4}));
+}
+
 TEST(CodecBuild, AuthenticationCleartextPassword) {
   std::string out;
   put_authentication_cleartext(out);

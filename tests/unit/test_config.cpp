@@ -1008,3 +1008,28 @@ TEST_F(ConfigTest, IsolationLimits) {
 }
 }  // namespace
 }  // namespace pgward::config
+
+namespace pgward::config {
+namespace {
+
+TEST_F(ConfigTest, ConsoleUsers) {
+  EXPECT_TRUE(load("").console_users.empty());
+  EXPECT_EQ(load("[admin]\nconsole_users = [\"admin\", \"ops\"]\n").console_users,
+            (std::vector<std::string>{"admin", "ops"}));
+  EXPECT_EQ(error("[admin]\nconsole_users = \"admin\"\n"),
+            at(2, "admin.console_users: expected an array of names, got a string"));
+  EXPECT_EQ(error("[admin]\nconsole_users = [\"admin\", 3]\n"),
+            at(2, "admin.console_users: expected strings, got an integer"));
+  EXPECT_EQ(error("[admin]\nconsole_users = [\"\"]\n"),
+            at(2, "admin.console_users: a name must not be empty"));
+  EXPECT_EQ(error("[admin]\nconsole_users = [\"a\", \"a\"]\n"),
+            at(2, "admin.console_users: \"a\" is listed twice"));
+  // The console's database name is taken while the console is on, free otherwise.
+  const std::string db = "[[database]]\nname = \"pgward\"\nhost = \"127.0.0.1\"\n";
+  EXPECT_EQ(error("[admin]\nconsole_users = [\"admin\"]\n" + db),
+            at(3, "database \"pgward\" is the admin console's while [admin] console_users is set"));
+  EXPECT_EQ(load(db).databases.size(), 1u);
+}
+
+}  // namespace
+}  // namespace pgward::config
