@@ -238,10 +238,9 @@ std::string_view why_not_carried(std::string_view key) {
       {"unix_socket_dir", "not supported: pgward listens on TCP only"},
       {"unix_socket_mode", "not supported: pgward listens on TCP only"},
       {"unix_socket_group", "not supported: pgward listens on TCP only"},
-      {"admin_users",
-       "not supported: pgward has no console users setting; use the admin HTTP port ([admin] listen)"},
       {"stats_users",
-       "not supported: pgward has no console users setting; use the admin HTTP port ([admin] listen)"},
+       "not carried over: pgward's console has no read-only users (add them to [admin] console_users for "
+       "full console access, or read the admin HTTP port's /api views)"},
       {"auth_query", "not supported: list every user in the users file"},
       {"auth_user", "not supported: list every user in the users file"},
       {"auth_dbname", "not supported: list every user in the users file"},
@@ -282,6 +281,7 @@ class Importer {
     std::ostringstream os;
     os << "# pgward configuration converted from " << ini_path << " (pgward --import-pgbouncer)\n";
     print_table(os, "proxy", proxy_);
+    print_table(os, "admin", admin_);
     print_table(os, "auth", auth_);
     print_table(os, "pool", pool_);
     for (const auto& [name, table] : databases_) {
@@ -362,6 +362,8 @@ class Importer {
       }
     } else if (key == "auth_file") {
       auth_file_ = entry;
+    } else if (key == "admin_users") {
+      console_users(entry);
     } else if (const auto* mapping = std::ranges::find(kMappings, key, &Mapping::pgbouncer);
                mapping != std::end(kMappings)) {
       if (auto literal = convert(entry, key, entry.value, mapping->kind)) {
@@ -404,6 +406,21 @@ class Importer {
       for (std::size_t i = 0; i < addresses.size(); ++i) array += (i ? ", " : "") + toml_quote(addresses[i]);
       proxy_.set("listen", array + "]");
     }
+  }
+
+  // admin_users = a, b => [admin] console_users = ["a", "b"]
+  void console_users(const Entry& entry) {
+    std::vector<std::string> names;
+    std::string_view rest = entry.value;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const std::string name(trim(rest.substr(0, comma)));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      if (!name.empty() && std::ranges::find(names, name) == names.end()) names.push_back(name);
+    }
+    std::string array = "[";
+    for (std::size_t i = 0; i < names.size(); ++i) array += (i ? ", " : "") + toml_quote(names[i]);
+    if (!names.empty()) admin_.set("console_users", array + "]");
   }
 
   void finish_auth() {
@@ -504,6 +521,7 @@ class Importer {
   std::optional<std::string> userlist_;
   std::vector<std::string> warnings_;
   Table proxy_;
+  Table admin_;
   Table auth_;
   Table pool_;
   std::vector<std::pair<std::string, Table>> databases_;

@@ -88,6 +88,7 @@ TEST(Cli, ImportPgbouncerOutputPassesCheckConfig) {
          "auth_type = md5\n"
          "auth_file = userlist.txt\n"
          "admin_users = admin\n"
+         "stats_users = stats\n"
          "query_wait_timeout = 2.5\n";
   std::ofstream(dir + "/userlist.txt") << "\"alice\" \"secret\"\n";
 
@@ -100,11 +101,13 @@ TEST(Cli, ImportPgbouncerOutputPassesCheckConfig) {
   EXPECT_EQ(
       read_all(dir + "/warnings.txt"),
       dir +
-          "/pgbouncer.ini:10: admin_users: not supported: pgward has no console users setting; use the admin "
-          "HTTP port ([admin] listen)\n");
+          "/pgbouncer.ini:11: stats_users: not carried over: pgward's console has no read-only users (add "
+          "them to [admin] console_users for full console access, or read the admin HTTP port's /api "
+          "views)\n");
 
   // The users file travels as a commented block after the configuration: save it without the "# ".
   const std::string toml = read_all(dir + "/pgward.toml");
+  EXPECT_NE(toml.find("[admin]\nconsole_users = [\"admin\"]\n"), std::string::npos) << toml;
   const auto block = toml.find("# users.toml");
   ASSERT_NE(block, std::string::npos) << toml;
   std::istringstream lines(toml.substr(toml.find('\n', block) + 1));

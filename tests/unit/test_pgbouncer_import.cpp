@@ -152,6 +152,7 @@ alice = pool_mode=session
 [pgbouncer]
 logfile = /var/log/pgbouncer.log
 admin_users = admin
+stats_users = stats
 reserve_pool_size = 3
 client_tls_sslmode = require
 unix_socket_dir = /tmp
@@ -168,18 +169,26 @@ auth_type = hba
          "the socket directory to keep the socket)"),
       at(7, "alice: per-user pool settings are not supported by pgward"),
       at(10, "logfile: not needed: pgward logs to stderr"),
-      at(11,
-         "admin_users: not supported: pgward has no console users setting; use the admin HTTP port ([admin] "
-         "listen)"),
-      at(12, "reserve_pool_size: not supported: pgward has no reserve pool ([pool] size is a hard bound)"),
-      at(13, "client_tls_sslmode: not supported: pgward has no TLS yet"),
-      at(14, "unix_socket_dir: not supported: pgward listens on TCP only"),
-      at(15, "query_wait_timeout: 0 (disabled) has no pgward equivalent; pgward's default applies"),
-      at(16, "auth_type: \"hba\" is not supported by pgward (trust, md5 or scram-sha-256); using md5"),
+      at(12,
+         "stats_users: not carried over: pgward's console has no read-only users (add them to [admin] "
+         "console_users for full console access, or read the admin HTTP port's /api views)"),
+      at(13, "reserve_pool_size: not supported: pgward has no reserve pool ([pool] size is a hard bound)"),
+      at(14, "client_tls_sslmode: not supported: pgward has no TLS yet"),
+      at(15, "unix_socket_dir: not supported: pgward listens on TCP only"),
+      at(16, "query_wait_timeout: 0 (disabled) has no pgward equivalent; pgward's default applies"),
+      at(17, "auth_type: \"hba\" is not supported by pgward (trust, md5 or scram-sha-256); using md5"),
   };
   EXPECT_EQ(result.warnings, expected);
   EXPECT_TRUE(contains(result.toml, "type = \"md5\"\nusers_file = \"users.toml\"\n")) << result.toml;
   EXPECT_TRUE(contains(result.toml, "[[database]]\nname = \"*\"\nhost = \"127.0.0.1\"\n")) << result.toml;
+  EXPECT_TRUE(contains(result.toml, "[admin]\nconsole_users = [\"admin\"]\n")) << result.toml;
+}
+
+TEST_F(PgbouncerImportTest, AdminUsersBecomeConsoleUsers) {
+  const std::string path = ini("[pgbouncer]\nadmin_users = ops, admin , ops,\n");
+  const PgbouncerImport result = import_pgbouncer(path);
+  EXPECT_TRUE(result.warnings.empty());
+  EXPECT_TRUE(contains(result.toml, "[admin]\nconsole_users = [\"ops\", \"admin\"]\n")) << result.toml;
 }
 
 TEST_F(PgbouncerImportTest, IncludeIsRelativeToTheIniFolderAndWarningsNameTheIncludedFile) {
