@@ -412,6 +412,9 @@ TEST(Console, ShutdownDrainsLikeSigterm) {
       10s));
   exec(c, "BEGIN");
   exec(c, "SELECT 1");
+  // A console session left open hears the end of the drain like any client.
+  Conn console = Conn::connect("host=127.0.0.1 port=" + std::to_string(port) + " user=admin dbname=pgward");
+  ASSERT_TRUE(console.ok()) << console.error();
 
   const Psql r = psql(port, {"SHUTDOWN"}, kAdmin, "");
   EXPECT_EQ(r.status, 0) << r.out;
@@ -423,6 +426,9 @@ TEST(Console, ShutdownDrainsLikeSigterm) {
   int status = -1;
   EXPECT_TRUE(wait_until([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 15s));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  Result after(PQexec(console, "SHOW VERSION"));
+  EXPECT_NE(PQresultStatus(after.get()), PGRES_TUPLES_OK);
+  EXPECT_EQ(sqlstate_in_message(PQerrorMessage(console)), "57P01") << PQerrorMessage(console);
   if (!WIFEXITED(status)) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
