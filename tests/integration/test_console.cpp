@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -386,6 +387,43 @@ TEST(Console, ExtendedProtocolBatchIsRefusedUpToItsSync) {
   ASSERT_TRUE(msg);
   EXPECT_EQ(parse_error(*msg)['C'], "08P01");
   EXPECT_TRUE(raw.wait_closed());
+}
+
+// Console sessions reading every view while clients come, go and run transactions (under scripts/tsan.sh with
+// workers = 2: the views are built on the main thread while the sessions run on the workers).
+TEST(Console, ViewsUnderLoad) {
+  Pgward pgward(console_config("mode = \"transaction\"\nsize = 2\n"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> answers{0}, transactions{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      Conn c = Conn::connect(pgward.conninfo(kAdmin, "pgward", kAdminPassword));
+      for (int n = 0; !stop && c.ok(); ++n) {
+        static const char* kShows[] = {"SHOW POOLS", "SHOW CLIENTS",   "SHOW SERVERS",
+                                       "SHOW STATS", "SHOW DATABASES", "SHOW CONFIG"};
+        Result r(PQexec(c, kShows[n % 6]));
+        PQresultStatus(r.get()) == PGRES_TUPLES_OK ? ++answers : ++failures;
+      }
+    });
+  }
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        Conn c = pgward.connect(kTrustUser, kDatabase, kTrustPassword);
+        for (int n = 0; n < 5 && c.ok(); ++n) {
+          Result r(PQexec(c, "BEGIN; SELECT 1; COMMIT"));
+          PQresultStatus(r.get()) == PGRES_COMMAND_OK ? ++transactions : ++failures;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(2s);
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(answers, 30);
+  EXPECT_GT(transactions, 30);
 }
 
 TEST(Console, ShutdownDrainsLikeSigterm) {
