@@ -404,7 +404,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // A console session (no pool, no server): console_busy_ while a command runs and its answer goes out, so
   // that a drain's 57P01 waits for it (console_terminate_) instead of interleaving with it.
-  bool console_ = false;
   bool console_busy_ = false;
   bool console_terminate_ = false;
   bool console_discard_ = false;  // after a refused extended-protocol message: dropped up to the Sync

@@ -41,7 +41,6 @@ asio::awaitable<Session::LoginResult> Session::accept_console() {
                             std::string(config::kConsoleDatabase) + "\".");
     co_return LoginResult::closed;
   }
-  console_ = true;
   co_return LoginResult::console;
 }
 
