@@ -222,14 +222,15 @@ proxy::ConsoleReply show_config(proxy::Proxy& p) {
   // The settings /api/config shows (secrets redacted there already), flattened to one row per key. The
   // databases have SHOW DATABASES; pause and drain are state, not settings.
   const auto running = flatten_json(config_json(p));
-  const auto defaults = flatten_json(config_json(config::Config{}, {}, false));
+  std::map<std::string, std::string> defaults;
+  for (auto& [key, value] : flatten_json(config_json(config::Config{}, {}, false))) defaults[key] = value;
   // What a reload cannot change: the listeners are bound once, the worker threads started once.
   constexpr std::string_view kFixed[] = {"proxy.listen", "proxy.workers", "admin.listen"};
   Table t({{"key", kText}, {"value", kText}, {"default", kText}, {"changeable", kText}});
   for (const auto& [key, value] : running) {
     if (key.starts_with("databases") || key == "paused" || key == "draining" || key == "source_path")
       continue;
-    const auto d = std::ranges::find_if(defaults, [&](const auto& kv) { return kv.first == key; });
+    const auto d = defaults.find(key);
     const bool fixed = std::ranges::find(kFixed, key) != std::end(kFixed);
     t.row({text(key), text(value), d == defaults.end() ? Value{} : text(d->second),
            text(fixed ? "no" : "yes")});
