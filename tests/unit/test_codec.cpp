@@ -46,7 +46,8 @@ TEST(CodecBuild, RowDescriptionDataRowEmptyQuery) {
   out.clear();
   put_data_row(out, {std::string("ab"), std::nullopt});
   EXPECT_EQ(out, b({'D', 0, 0, 0, 16, 0, 2, 0, 0, 0, 2, 'a', 'b', 255, 255, 255, 255}));
-  const auto values = parse_data_row(out.substr(5));
+  const std::string body = out.substr(5);  // the views point into it
+  const auto values = parse_data_row(body);
   ASSERT_TRUE(values);
   EXPECT_EQ((*values)[0], "ab");
   EXPECT_FALSE((*values)[1]);
