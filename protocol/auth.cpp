@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/saslprep.hpp"
+
 namespace pgward::protocol::auth {
 namespace {
 
@@ -76,13 +78,11 @@ Key hmac_sha256(std::string_view key, std::string_view data) {
 }
 
 // SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 section 3), Hi being PBKDF2 with HMAC-SHA-256.
-//
-// Normalize is SASLprep (RFC 4013). PostgreSQL applies it and falls back to the raw bytes when the password
-// is not valid UTF-8 or contains prohibited characters. For ASCII passwords SASLprep is the identity or
-// fails, so the raw bytes are exactly what PostgreSQL hashes; only non-ASCII passwords that SASLprep would
-// rewrite (NFKC, non-ASCII spaces, "mapped to nothing" characters) could differ, and those are not handled
-// here.
-Key salted_password(std::string_view password, std::string_view salt, int iterations) {
+// Normalize is SASLprep (RFC 4013) as PostgreSQL applies it, raw bytes included when SASLprep refuses the
+// password (saslprep.hpp): every SaltedPassword pgward computes, for a verifier of a users-file password or
+// towards a server, goes through here, so both sides hash what PostgreSQL and libpq hash.
+Key salted_password(std::string_view raw_password, std::string_view salt, int iterations) {
+  std::string password = saslprep::scram_password(raw_password);
   if (password.size() > static_cast<std::size_t>(INT_MAX) ||
       salt.size() > static_cast<std::size_t>(INT_MAX)) {
     fatal("PBKDF2 (input too long)");
@@ -94,6 +94,7 @@ Key salted_password(std::string_view password, std::string_view salt, int iterat
                         static_cast<int>(out.size()), out.data()) != 1) {
     fatal("PBKDF2-HMAC-SHA-256");
   }
+  OPENSSL_cleanse(password.data(), password.size());
   return out;
 }
 

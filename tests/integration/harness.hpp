@@ -41,6 +41,9 @@ inline constexpr const char* kClearPassword = "clearpass";
 inline constexpr const char* kAppUser = "app";
 inline constexpr const char* kAppPassword = "apppass";
 inline constexpr const char* kDatabase = "app";
+// A NOLOGIN role whose members PostgreSQL asks for a SCRAM password over TCP (pg_hba.conf "+group"): a test
+// that needs a role requiring scram-sha-256 creates it IN ROLE kScramGroup.
+inline constexpr const char* kScramGroup = "pgward_scram_group";
 
 // Starts one PostgreSQL in a temporary directory before the first test and stops it after the last.
 class PostgresEnvironment : public ::testing::Environment {
