@@ -413,6 +413,10 @@ bool apply_pool_field(const Source& source, const Field& field, std::string_view
     pool.session_state = source.choice(field, kSessionStates);
   } else if (key == "max_prepared_statements") {
     pool.max_prepared_statements = source.uint32(field, 0);
+  } else if (key == "max_user_connections") {
+    pool.max_user_connections = source.uint32(field, 0);
+  } else if (key == "max_db_connections") {
+    pool.max_db_connections = source.uint32(field, 0);
   } else {
     return false;
   }
@@ -652,6 +656,11 @@ class ConfigReader {
       } else if (field.key == "password") {
         database.password = source_.secret(field, source_.string(field));
       } else {
+        if (field.key == "max_user_connections") {
+          source_.fail(field,
+                       "max_user_connections counts a user's servers across every database: set it in "
+                       "[pool]");
+        }
         const std::string_view key = field.key == "pool_size"   ? "size"
                                      : field.key == "pool_mode" ? "mode"
                                                                 : std::string_view(field.key);

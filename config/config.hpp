@@ -67,6 +67,10 @@ struct PoolSettings {
   CommitResolution commit_resolution = CommitResolution::off;
   std::uint32_t max_prepared_statements = 200;
   SessionState session_state = SessionState::track;
+  // Server connections of one server user across every database, and of one database across every user
+  // (PgBouncer's names); 0 = no limit. Only [pool] sets max_user_connections: it is not per database.
+  std::uint32_t max_user_connections = 0;
+  std::uint32_t max_db_connections = 0;
   bool operator==(const PoolSettings&) const = default;
 };
 

@@ -38,8 +38,9 @@ struct PoolEntry {
   stats::PoolStats stats;
   // The database left the configuration on a reload: no new clients; the pool empties as its clients leave.
   std::atomic<bool> removed{false};
-  PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t)
-      : pool(std::move(db), std::move(user), s), target_(std::move(t)) {}
+  PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t,
+            std::vector<pool::SharedLimitPtr> limits)
+      : pool(std::move(db), std::move(user), s, std::move(limits)), target_(std::move(t)) {}
 
   // Where new servers connect. A reload may change it while sessions on other workers read it, hence the
   // copy under a lock (taken once per server connect, never per query).
@@ -109,6 +110,8 @@ class Proxy {
   stats::GlobalStats& stats() { return stats_; }
   // Every pool created so far (entries live as long as the proxy).
   std::vector<PoolEntry*> pools();
+  // max_user_connections and max_db_connections of every server user and database with a pool so far.
+  std::vector<pool::SharedLimitPtr> shared_limits();
   // Every live session, in arrival order.
   std::vector<std::shared_ptr<ClientInfo>> clients();
   void register_session(std::shared_ptr<ClientInfo> info);
@@ -147,6 +150,9 @@ class Proxy {
 
   std::mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PoolEntry>> pools_;
+  // The shared bounds of the pools, which also hold them (so a limit outlives its pools). Under pools_mu_.
+  std::map<std::string, pool::SharedLimitPtr> user_limits_;  // by server user
+  std::map<std::string, pool::SharedLimitPtr> db_limits_;    // by database name
   std::set<std::string>
       fallback_databases_;  // names served through the `*` fallback (max_fallback_databases)
 

@@ -360,6 +360,7 @@ idle_in_transaction_timeout = "10s"
 commit_resolution = "verify"
 max_prepared_statements = 0
 session_state = "error"
+max_db_connections = 7
 
 [pool]
 mode = "statement"
@@ -384,8 +385,23 @@ size = 50
                               seconds(10),
                               CommitResolution::verify,
                               0,
-                              SessionState::error};
+                              SessionState::error,
+                              0,
+                              7};
   EXPECT_EQ(db.pool, expected);
+}
+
+TEST_F(ConfigTest, SharedConnectionLimits) {
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.pool.max_user_connections, 0u);
+  EXPECT_EQ(defaults.pool.max_db_connections, 0u);
+  const Config set = load("[pool]\nmax_user_connections = 10\nmax_db_connections = 30\n");
+  EXPECT_EQ(set.pool.max_user_connections, 10u);
+  EXPECT_EQ(set.pool.max_db_connections, 30u);
+  // A user's servers are counted across databases: a per-database value would have no meaning.
+  EXPECT_NE(error("[[database]]\nname = \"a\"\nmax_user_connections = 1\n")
+                .find("max_user_connections counts a user's servers across every database: set it in [pool]"),
+            std::string::npos);
 }
 
 TEST_F(ConfigTest, FaultToleranceKeys) {
