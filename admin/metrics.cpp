@@ -95,6 +95,13 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   set_counter(logins_refused, {{"reason", "max_client_conn"}}, st::get(g.clients_refused_max_conn));
   set_counter(logins_refused, {{"reason", "max_fallback_databases"}},
               st::get(g.clients_refused_max_fallback));
+  auto& auth_failures =
+      counter(r, "pgward_auth_failures_total",
+              "Client authentications refused, by reason (a closed set: never a user name)");
+  for (std::size_t i = 0; i < st::kAuthFailureReasons; ++i) {
+    set_counter(auth_failures, {{"reason", std::string(st::to_string(static_cast<st::AuthFailure>(i)))}},
+                static_cast<double>(st::get(g.auth_failures[i])));
+  }
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));

@@ -28,6 +28,18 @@ bool server_owned(std::string_view name) {
          std::end(kServerOwnedParams);
 }
 
+void count_failure(Proxy& proxy, stats::AuthFailure reason) {
+  stats::add(proxy.stats().auth_failures[static_cast<std::size_t>(reason)]);
+}
+
+// Why a user's login failed once the password check did: no secret, a secret of the wrong kind for the
+// method, or the wrong password.
+stats::AuthFailure why_refused(const std::string* secret, pr::auth::SecretKind unusable_kind) {
+  if (secret == nullptr) return stats::AuthFailure::unknown_user;
+  return pr::auth::classify_secret(*secret) == unusable_kind ? stats::AuthFailure::unusable_secret
+                                                             : stats::AuthFailure::wrong_password;
+}
+
 }  // namespace
 
 asio::awaitable<Session::LoginResult> Session::startup() {
@@ -135,6 +147,8 @@ asio::awaitable<bool> Session::authenticate() {
       if (!msg) co_return false;
       auto pw = msg->type == pr::fe::kPassword ? pr::parse_password_message(msg->body) : std::nullopt;
       if (!pw || !secret || !pr::auth::md5_check(*secret, user_, salt, *pw)) {
+        count_failure(proxy_,
+                      pw ? why_refused(secret, pr::auth::SecretKind::kScram) : stats::AuthFailure::protocol);
         co_await send_error(ss::kInvalidPassword, failed, true);
         co_return false;
       }
@@ -166,12 +180,14 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   if (!first) co_return false;
   auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
   if (!init || init->mechanism != "SCRAM-SHA-256") {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism",
                         true);
     co_return false;
   }
   auto server_first = scram.handle_client_first(init->data);
   if (!server_first) {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "malformed SCRAM message", true);
     co_return false;
   }
@@ -182,11 +198,14 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   auto final_msg = co_await read_client_message(kMaxLoginMessage);
   if (!final_msg) co_return false;
   if (final_msg->type != pr::fe::kPassword) {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "expected SASL response", true);
     co_return false;
   }
   auto server_final = scram.handle_client_final(final_msg->body);
   if (!server_final || !usable) {
+    count_failure(proxy_, usable ? stats::AuthFailure::wrong_password
+                                 : why_refused(config_->find_user_secret(user_), pr::auth::SecretKind::kMd5));
     co_await send_error(ss::kInvalidPassword, failed, true);
     co_return false;
   }
