@@ -102,6 +102,13 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
     set_counter(auth_failures, {{"reason", std::string(st::to_string(static_cast<st::AuthFailure>(i)))}},
                 static_cast<double>(st::get(g.auth_failures[i])));
   }
+  auto& lookups = counter(r, "pgward_auth_query_lookups_total",
+                          "auth_query lookups of users not in the users file, by result");
+  const auto ls = p.auth_lookup().stats();
+  set_counter(lookups, {{"result", "cached"}}, static_cast<double>(ls.cached));
+  set_counter(lookups, {{"result", "found"}}, static_cast<double>(ls.found));
+  set_counter(lookups, {{"result", "not_found"}}, static_cast<double>(ls.not_found));
+  set_counter(lookups, {{"result", "failed"}}, static_cast<double>(ls.failed));
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));

@@ -288,6 +288,7 @@ ReloadResult Proxy::reload() {
       }
     }
   }
+  auth_lookup_.clear();
   {
     std::lock_guard lock(pools_mu_);
     for (auto& [user, limit] : user_limits_) limit->set_max(fresh->pool.max_user_connections);

@@ -17,6 +17,7 @@
 #include "config/config.hpp"
 #include "pool/pool.hpp"
 #include "protocol/codec.hpp"
+#include "proxy/auth_lookup.hpp"
 #include "proxy/client_info.hpp"
 #include "proxy/server_conn.hpp"
 #include "proxy/stats.hpp"
@@ -110,6 +111,8 @@ class Proxy {
   stats::GlobalStats& stats() { return stats_; }
   // Every pool created so far (entries live as long as the proxy).
   std::vector<PoolEntry*> pools();
+  // auth_query lookups and their cache.
+  AuthLookup& auth_lookup() { return auth_lookup_; }
   // max_user_connections and max_db_connections of every server user and database with a pool so far.
   std::vector<pool::SharedLimitPtr> shared_limits();
   // Every live session, in arrival order.
@@ -155,6 +158,8 @@ class Proxy {
   std::map<std::string, pool::SharedLimitPtr> db_limits_;    // by database name
   std::set<std::string>
       fallback_databases_;  // names served through the `*` fallback (max_fallback_databases)
+
+  AuthLookup auth_lookup_;
 
   std::mutex cancel_mu_;
   std::map<std::pair<std::int32_t, std::int32_t>, std::shared_ptr<CancelSlot>> cancel_slots_;

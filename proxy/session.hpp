@@ -149,7 +149,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<LoginResult> startup();
   asio::awaitable<LoginResult> accept_startup(protocol::StartupPacket& sp);
   asio::awaitable<bool> authenticate();
-  asio::awaitable<bool> authenticate_scram(std::string& out, const std::string& failed);
+  // `verifier`: the user's SCRAM verifier, nullptr when none can be used; `secret`: the stored secret, for
+  // telling why a login failed.
+  asio::awaitable<bool> authenticate_scram(std::string& out, const std::string& failed,
+                                           const protocol::auth::ScramVerifier* verifier,
+                                           const std::string* secret);
   asio::awaitable<bool> finish_login();
 
   // ---- checkout (session_checkout.cpp) ----

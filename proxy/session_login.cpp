@@ -115,8 +115,8 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
   // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
   // in learns nothing about which databases exist.
   config_ = proxy_.config();
+  resolved_database_ = config_->resolve_database(database);  // for auth_query; not told before the password
   if (!co_await authenticate()) co_return LoginResult::closed;
-  resolved_database_ = config_->resolve_database(database);
   database_ = resolved_database_ ? &*resolved_database_ : nullptr;
   if (!database_) {
     const std::string what = "database \"" + database + "\" does not exist";
@@ -133,7 +133,27 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
 asio::awaitable<bool> Session::authenticate() {
   const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   const std::string* secret = config_->find_user_secret(user_);
+  const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
   std::string out;
+  // A user not in the users file: its verifier from auth_query, in the database asked for (an unknown
+  // database has none, and the client learns that only after a right password, which it cannot give).
+  std::shared_ptr<const LookedUpSecret> looked_up;
+  if (!secret && config_->auth_type != config::AuthType::trust && resolved_database_ &&
+      config_->auth_query_for(*resolved_database_)) {
+    auto r = co_await proxy_.auth_lookup().find(client_.get_executor(), *config_, *resolved_database_, user_);
+    if (r.status == AuthLookup::Status::failed) {
+      count_failure(proxy_, stats::AuthFailure::lookup_failed);
+      co_await send_error(ss::kConnectionFailure,
+                          "could not look up the password of user \"" + user_ + "\" (auth_query): " + r.error,
+                          true);
+      co_return false;
+    }
+    looked_up = std::move(r.secret);
+    if (looked_up) {
+      secret = &looked_up->secret;
+      verifier = looked_up->scram ? &*looked_up->scram : nullptr;
+    }
+  }
 
   switch (config_->auth_type) {
     case config::AuthType::trust: break;
@@ -156,7 +176,7 @@ asio::awaitable<bool> Session::authenticate() {
     }
 
     case config::AuthType::scram_sha_256:
-      if (!co_await authenticate_scram(out, failed)) co_return false;
+      if (!co_await authenticate_scram(out, failed, verifier, secret)) co_return false;
       break;
   }
   out.clear();
@@ -164,12 +184,13 @@ asio::awaitable<bool> Session::authenticate() {
   co_return co_await send_client(out);
 }
 
-asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::string& failed) {
+asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::string& failed,
+                                                  const pr::auth::ScramVerifier* verifier,
+                                                  const std::string* secret) {
   // Verifiers are derived when the users file is loaded, never here. An unknown user (or one with only
   // an md5 verifier) still goes through the whole exchange, as PostgreSQL does, against a mock verifier
   // whose salt is stable per name and that costs no key derivation: neither the salt nor the time taken
   // tells which user names exist.
-  const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
   const bool usable = verifier != nullptr;
   pr::auth::ScramServer scram(usable ? *verifier
                                      : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
@@ -205,7 +226,7 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   auto server_final = scram.handle_client_final(final_msg->body);
   if (!server_final || !usable) {
     count_failure(proxy_, usable ? stats::AuthFailure::wrong_password
-                                 : why_refused(config_->find_user_secret(user_), pr::auth::SecretKind::kMd5));
+                                 : why_refused(secret, pr::auth::SecretKind::kMd5));
     co_await send_error(ss::kInvalidPassword, failed, true);
     co_return false;
   }

@@ -136,10 +136,12 @@ enum class AuthFailure : std::uint8_t {
   unusable_secret,  // the stored secret cannot check this method (an md5 verifier for SCRAM, a SCRAM one for
                     // md5)
   protocol,         // a malformed or unexpected message during authentication
+  lookup_failed,    // auth_query failed or timed out: the login is refused
 };
-inline constexpr std::size_t kAuthFailureReasons = 4;
+inline constexpr std::size_t kAuthFailureReasons = 5;
 constexpr std::string_view to_string(AuthFailure r) {
-  constexpr std::string_view kNames[] = {"unknown_user", "wrong_password", "unusable_secret", "protocol"};
+  constexpr std::string_view kNames[] = {"unknown_user", "wrong_password", "unusable_secret", "protocol",
+                                         "lookup_failed"};
   return kNames[static_cast<std::size_t>(r)];
 }
 

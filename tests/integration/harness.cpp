@@ -1003,4 +1003,20 @@ std::vector<std::pair<std::string, std::string>> trust_login_params() {
   return {{"user", kTrustUser}, {"database", kDatabase}};
 }
 
+TestRole::TestRole(const std::string& password, const std::string& encryption, bool scram_required)
+    : name_(unique_name("role")) {
+  Conn direct = connect_direct("postgres");
+  exec(direct, "SET password_encryption = '" + encryption + "'");
+  exec(direct, "CREATE ROLE " + name_ + " LOGIN" +
+                   (scram_required ? std::string(" IN ROLE ") + kScramGroup : "") + " PASSWORD '" + password +
+                   "'");
+  exec(direct, "GRANT ALL ON DATABASE " + std::string(kDatabase) + " TO " + name_);
+}
+
+TestRole::~TestRole() {
+  Conn direct = connect_direct("postgres");
+  exec(direct, "REVOKE ALL ON DATABASE " + std::string(kDatabase) + " FROM " + name_, false);
+  exec(direct, "DROP ROLE IF EXISTS " + name_, false);
+}
+
 }  // namespace pgward::it

@@ -147,6 +147,22 @@ std::optional<Result> finish_within(PGconn* conn, std::chrono::milliseconds time
 // Conninfo keyword value quoting ('...' with \ and ' escaped).
 std::string conninfo_quote(std::string_view value);
 
+// A login role made for one test, with a password PostgreSQL turns into a verifier (`encryption`:
+// "scram-sha-256" or "md5"; no quote or backslash in the password), allowed to connect to kDatabase; with
+// `scram_required` a member of kScramGroup. Dropped when the test ends.
+class TestRole {
+ public:
+  explicit TestRole(const std::string& password, const std::string& encryption = "scram-sha-256",
+                    bool scram_required = false);
+  TestRole(const TestRole&) = delete;
+  TestRole& operator=(const TestRole&) = delete;
+  ~TestRole();
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
 // A name nobody else in this run uses, e.g. unique_name("t") == "t_12345_7".
 std::string unique_name(std::string_view prefix);
 

@@ -28,35 +28,15 @@ const std::vector<Spelling>& spellings() {
   return kSpellings;
 }
 
-// A role requiring scram-sha-256 (kScramGroup) with a verifier PostgreSQL built; dropped at the end.
-class ScramRole {
- public:
-  explicit ScramRole(const std::string& password) : name_(unique_name("sasl")) {
-    Conn direct = connect_direct("postgres");
-    exec(direct, "SET password_encryption = 'scram-sha-256'");
-    // No vector holds a quote or a backslash.
-    exec(direct, "CREATE ROLE " + name_ + " LOGIN IN ROLE " + kScramGroup + " PASSWORD '" + password + "'");
-    exec(direct, "GRANT ALL ON DATABASE " + std::string(kDatabase) + " TO " + name_);
-  }
-  ~ScramRole() {
-    Conn direct = connect_direct("postgres");
-    exec(direct, "DROP ROLE IF EXISTS " + name_, false);
-  }
-  const std::string& name() const { return name_; }
-
- private:
-  std::string name_;
-};
-
 std::string toml_string(const std::string& s) { return "\"" + s + "\""; }  // no '"' or '\' in the vectors
 
 // pgward logs in to PostgreSQL with the password in [[database]]: SASLprep towards servers.
 TEST(AuthSaslprep, ServerLoginMatchesPostgresVerifiers) {
-  std::vector<std::unique_ptr<ScramRole>> roles;
+  std::vector<std::unique_ptr<TestRole>> roles;
   PgwardConfig config;
   config.databases.clear();
   for (std::size_t i = 0; i < spellings().size(); ++i) {
-    roles.push_back(std::make_unique<ScramRole>(spellings()[i].at_postgres));
+    roles.push_back(std::make_unique<TestRole>(spellings()[i].at_postgres, "scram-sha-256", true));
     config.databases += PgwardConfig::database_toml(
         "db" + std::to_string(i), kDatabase,
         "user = \"" + roles[i]->name() + "\"\npassword = " + toml_string(spellings()[i].in_pgward));
@@ -74,11 +54,11 @@ TEST(AuthSaslprep, ServerLoginMatchesPostgresVerifiers) {
 // libpq prepares what it sends, pgward the verifier it derives. pgward then logs in to PostgreSQL with the
 // users-file password, whose verifier PostgreSQL built from the first spelling.
 TEST(AuthSaslprep, ClientLoginWithPlainPasswordInUsersFile) {
-  std::vector<std::unique_ptr<ScramRole>> roles;
+  std::vector<std::unique_ptr<TestRole>> roles;
   PgwardConfig config;
   config.auth = "type = \"scram-sha-256\"\n";
   for (const Spelling& s : spellings()) {
-    roles.push_back(std::make_unique<ScramRole>(s.at_postgres));
+    roles.push_back(std::make_unique<TestRole>(s.at_postgres, "scram-sha-256", true));
     config.users += roles.back()->name() + " = " + toml_string(s.at_postgres) + "\n";
   }
   Pgward pgward(config);

@@ -391,6 +391,34 @@ size = 50
   EXPECT_EQ(db.pool, expected);
 }
 
+TEST_F(ConfigTest, AuthQueryKeys) {
+  const Config defaults = load("");
+  EXPECT_TRUE(defaults.auth_query.empty());
+  EXPECT_EQ(defaults.auth_query_cache, seconds(60));
+  const Config set = load(R"toml(
+[auth]
+type = "trust"
+query = "SELECT usename, passwd FROM pgward.user_lookup($1)"
+query_user = "pgward_auth"
+query_cache = "5s"
+
+[[database]]
+name = "a"
+auth_query = "SELECT u, p FROM other.lookup($1)"
+
+[[database]]
+name = "b"
+)toml");
+  EXPECT_EQ(set.auth_query_user, "pgward_auth");
+  EXPECT_EQ(set.auth_query_cache, seconds(5));
+  ASSERT_EQ(set.databases.size(), 2u);
+  EXPECT_EQ(*set.auth_query_for(set.databases[0]), "SELECT u, p FROM other.lookup($1)");
+  EXPECT_EQ(*set.auth_query_for(set.databases[1]), "SELECT usename, passwd FROM pgward.user_lookup($1)");
+  EXPECT_EQ(defaults.auth_query_for(Database{}), nullptr);
+  EXPECT_EQ(error_as_written("[auth]\ntype = \"trust\"\nquery = \"SELECT 1\"\n"),
+            at(1, "an auth query needs auth.query_user, the role that runs it"));
+}
+
 TEST_F(ConfigTest, SharedConnectionLimits) {
   const Config defaults = load("");
   EXPECT_EQ(defaults.pool.max_user_connections, 0u);
