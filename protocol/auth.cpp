@@ -534,8 +534,16 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
   Key client_signature = hmac_sha256(as_view(verifier_.stored_key), auth_message);
   Key client_key = xor_keys(*proof, client_signature);
   Key computed_stored_key = sha256(as_view(client_key));
+  if (!equal_ct(as_view(computed_stored_key), as_view(verifier_.stored_key))) {
+    OPENSSL_cleanse(client_key.data(), client_key.size());
+    return std::nullopt;
+  }
+  ScramKeys& keys = keys_.emplace();
+  keys.client_key = client_key;
+  keys.server_key = verifier_.server_key;
+  keys.salt = verifier_.salt;
+  keys.iterations = verifier_.iterations;
   OPENSSL_cleanse(client_key.data(), client_key.size());
-  if (!equal_ct(as_view(computed_stored_key), as_view(verifier_.stored_key))) return std::nullopt;
 
   // ServerSignature := HMAC(ServerKey, AuthMessage); server-final-message = "v=" base64(ServerSignature)
   Key server_signature = hmac_sha256(as_view(verifier_.server_key), auth_message);
@@ -543,6 +551,12 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
 }
 
 // ---- SCRAM client (as libpq: src/interfaces/libpq/fe-auth-scram.c) ----
+
+ScramKeys::~ScramKeys() { OPENSSL_cleanse(client_key.data(), client_key.size()); }
+
+ScramClient::ScramClient(ScramKeys keys) : ScramClient(std::string(), random_nonce(), "") {
+  keys_ = std::move(keys);
+}
 
 ScramClient::ScramClient(std::string password) : ScramClient(std::move(password), random_nonce(), "") {}
 
@@ -575,10 +589,20 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
   auto iterations = parse_count(*iterations_text, kMaxServerIterations);
   if (!iterations) return std::nullopt;
 
-  Key salted = salted_password(password_, *salt, *iterations);
-  Key client_key = hmac_sha256(as_view(salted), "Client Key");
+  Key salted{};
+  Key client_key{};
+  Key server_key{};
+  if (keys_) {
+    // Pass-through: the keys fit only the verifier they came from.
+    if (*salt != keys_->salt || *iterations != keys_->iterations) return std::nullopt;
+    client_key = keys_->client_key;
+    server_key = keys_->server_key;
+  } else {
+    salted = salted_password(password_, *salt, *iterations);
+    client_key = hmac_sha256(as_view(salted), "Client Key");
+    server_key = hmac_sha256(as_view(salted), "Server Key");
+  }
   Key stored_key = sha256(as_view(client_key));
-  Key server_key = hmac_sha256(as_view(salted), "Server Key");
 
   std::string final_without_proof = "c=" + std::string(kCbindNone) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + final_without_proof;

@@ -49,9 +49,17 @@ struct PoolEntry {
     std::lock_guard lock(target_mu_);
     return target_;
   }
+  // A reload's new target keeps the pass-through keys the previous one had.
   void set_target(ServerTarget t) {
     std::lock_guard lock(target_mu_);
+    if (!t.scram_keys) t.scram_keys = std::move(target_.scram_keys);
     target_ = std::move(t);
+  }
+  // SCRAM pass-through: the keys of the latest SCRAM login of this pool's user, used when pgward has no
+  // password for it. Held until the next such login replaces them or the process ends.
+  void set_scram_keys(const protocol::auth::ScramKeys& keys) {
+    std::lock_guard lock(target_mu_);
+    target_.scram_keys = keys;
   }
 
  private:

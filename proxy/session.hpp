@@ -337,6 +337,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Login results.
   std::shared_ptr<const config::Config> config_;
   std::optional<config::Database> resolved_database_;  // what database_ points at
+  // The keys this client's SCRAM proof revealed, from authentication until the login hands them to the pool
+  // (SCRAM pass-through); then wiped.
+  std::optional<protocol::auth::ScramKeys> scram_keys_;
   const config::Database* database_ = nullptr;
   PoolEntry* pool_ = nullptr;
   std::string user_;

@@ -230,6 +230,7 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
     co_await send_error(ss::kInvalidPassword, failed, true);
     co_return false;
   }
+  scram_keys_ = scram.keys();
   out.clear();
   pr::put_authentication_sasl_final(out, *server_final);
   if (!co_await send_client(out)) co_return false;
@@ -246,6 +247,10 @@ asio::awaitable<bool> Session::finish_login() {
     co_return false;
   }
   track_.set_pool(pool_);
+  // SCRAM pass-through: pgward logs in to PostgreSQL as this user with the keys the client's proof revealed,
+  // when it has no password of its own for it (and the server user is the client's).
+  if (scram_keys_ && !database_->user && !pool_->target().password) pool_->set_scram_keys(*scram_keys_);
+  scram_keys_.reset();
   const auto mode = database_->pool.mode;
   // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
   rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;

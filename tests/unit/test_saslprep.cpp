@@ -159,3 +159,46 @@ TEST(Saslprep, MatchesPostgresVerifiers) {
 
 }  // namespace
 }  // namespace pgward::protocol::saslprep
+
+namespace pgward::protocol::auth {
+namespace {
+
+// SCRAM pass-through at the protocol level: the keys a ScramServer recovers from a client's proof let a
+// ScramClient without the password pass a server holding the same verifier, and only that verifier.
+TEST(ScramPassthrough, RecoveredKeysPassTheSameVerifierOnly) {
+  const ScramVerifier verifier = make_scram_verifier("p\u00E4ss", "0123456789abcdef", 4096);
+  ScramServer front(verifier);
+  ScramClient client("pa\u0308ss");  // SASLprep makes it the same password
+  auto server_first = front.handle_client_first(client.client_first());
+  ASSERT_TRUE(server_first);
+  EXPECT_FALSE(front.keys());
+  auto client_final = client.handle_server_first(*server_first);
+  ASSERT_TRUE(client_final);
+  auto server_final = front.handle_client_final(*client_final);
+  ASSERT_TRUE(server_final);
+  ASSERT_TRUE(front.keys());
+  EXPECT_EQ(front.keys()->salt, verifier.salt);
+  EXPECT_EQ(front.keys()->iterations, 4096);
+
+  const ScramVerifier other_salt = make_scram_verifier("p\u00E4ss", "fedcba9876543210", 4096);
+  const std::uint64_t derivations = key_derivations();
+  ScramServer back(verifier);  // PostgreSQL with the same verifier
+  ScramClient passthrough(*front.keys());
+  auto back_first = back.handle_client_first(passthrough.client_first());
+  ASSERT_TRUE(back_first);
+  auto back_final = passthrough.handle_server_first(*back_first);
+  ASSERT_TRUE(back_final);
+  auto back_server_final = back.handle_client_final(*back_final);
+  ASSERT_TRUE(back_server_final);
+  EXPECT_TRUE(passthrough.verify_server_final(*back_server_final));
+  EXPECT_EQ(key_derivations(), derivations);  // no password, no PBKDF2
+
+  ScramServer elsewhere(other_salt);  // the same password under another salt: the keys do not fit
+  ScramClient again(*front.keys());
+  auto elsewhere_first = elsewhere.handle_client_first(again.client_first());
+  ASSERT_TRUE(elsewhere_first);
+  EXPECT_FALSE(again.handle_server_first(*elsewhere_first));
+}
+
+}  // namespace
+}  // namespace pgward::protocol::auth
