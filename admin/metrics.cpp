@@ -46,6 +46,30 @@ void set_histogram(prometheus::Family<prometheus::Histogram>& f, const Labels& l
   f.Add(labels, bounds).ObserveMultiple(increments, snap.sum_seconds);
 }
 
+// max_user_connections and max_db_connections: one series per limit that is set (or has ever made a client
+// wait), labelled with the user or database it bounds.
+void add_shared_limits(prometheus::Registry& r, proxy::Proxy& p) {
+  auto& limit_servers = gauge(r, "pgward_connection_limit_servers",
+                              "Server connections counted against max_user_connections (name = the server "
+                              "user) or max_db_connections (name = the database), where one is set");
+  auto& limit_max = gauge(r, "pgward_connection_limit_max", "The value of that limit");
+  auto& limit_waits = counter(r, "pgward_connection_limit_waits_total",
+                              "Checkouts that had to wait because that limit was reached");
+  auto& limit_evictions = counter(r, "pgward_connection_limit_evictions_total",
+                                  "Idle servers of another pool closed to make room under that limit");
+  for (const auto& l : p.shared_limits()) {
+    const auto ls = l->stats();
+    if (ls.max == 0 && ls.waits == 0) continue;  // no limit set: no series per user
+    const Labels labels{
+        {"limit", l->kind() == pool::SharedLimit::Kind::user ? "max_user_connections" : "max_db_connections"},
+        {"name", l->name()}};
+    limit_servers.Add(labels).Set(ls.used);
+    limit_max.Add(labels).Set(ls.max);
+    set_counter(limit_waits, labels, static_cast<double>(ls.waits));
+    set_counter(limit_evictions, labels, static_cast<double>(ls.evictions));
+  }
+}
+
 }  // namespace
 
 std::string render_metrics(proxy::Proxy& p, const std::string& version, const RefusalCounts& refused) {
@@ -72,6 +96,20 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   set_counter(logins_refused, {{"reason", "max_fallback_databases"}},
               st::get(g.clients_refused_max_fallback));
   set_counter(logins_refused, {{"reason", "not_console_user"}}, st::get(g.clients_refused_console));
+  auto& auth_failures =
+      counter(r, "pgward_auth_failures_total",
+              "Client authentications refused, by reason (a closed set: never a user name)");
+  for (std::size_t i = 0; i < st::kAuthFailureReasons; ++i) {
+    set_counter(auth_failures, {{"reason", std::string(st::to_string(static_cast<st::AuthFailure>(i)))}},
+                static_cast<double>(st::get(g.auth_failures[i])));
+  }
+  auto& lookups = counter(r, "pgward_auth_query_lookups_total",
+                          "auth_query lookups of users not in the users file, by result");
+  const auto ls = p.auth_lookup().stats();
+  set_counter(lookups, {{"result", "cached"}}, static_cast<double>(ls.cached));
+  set_counter(lookups, {{"result", "found"}}, static_cast<double>(ls.found));
+  set_counter(lookups, {{"result", "not_found"}}, static_cast<double>(ls.not_found));
+  set_counter(lookups, {{"result", "failed"}}, static_cast<double>(ls.failed));
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));
@@ -224,6 +262,7 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
                 static_cast<double>(st::get(s.commits_verified_aborted)));
     set_counter(resolutions, with("outcome", "unknown"), static_cast<double>(st::get(s.commits_unresolved)));
   }
+  add_shared_limits(r, p);
   for (std::size_t i = 1; i < proxy::kPinReasons; ++i)
     set_counter(pins, {{"reason", proxy::to_string(static_cast<proxy::PinReason>(i))}}, pins_by_reason[i]);
 

@@ -430,6 +430,10 @@ bool apply_pool_field(const Source& source, const Field& field, std::string_view
     pool.session_state = source.choice(field, kSessionStates);
   } else if (key == "max_prepared_statements") {
     pool.max_prepared_statements = source.uint32(field, 0);
+  } else if (key == "max_user_connections") {
+    pool.max_user_connections = source.uint32(field, 0);
+  } else if (key == "max_db_connections") {
+    pool.max_db_connections = source.uint32(field, 0);
   } else {
     return false;
   }
@@ -480,6 +484,11 @@ class ConfigReader {
     read_auth(auth);
     if (pool) read_pool(*pool);
     if (databases) read_databases(*databases);
+    const bool any_query = !config_.auth_query.empty() ||
+                           std::ranges::any_of(config_.databases, [](const Database& d) { return !!d.auth_query; });
+    if (any_query && config_.auth_query_user.empty()) {
+      source_.fail(auth_line_, "an auth query needs auth.query_user, the role that runs it");
+    }
     return std::move(config_);
   }
 
@@ -552,11 +561,18 @@ class ConfigReader {
 
   void read_auth(const toml::table* table) {
     const int table_line = table ? line_of(table->source()) : 1;
+    auth_line_ = table_line;
     int users_file_line = 0;
     if (table) {
       for (const Field& field : fields_of(*table, "auth")) {
         if (field.key == "type") {
           config_.auth_type = source_.choice(field, kAuthTypes);
+        } else if (field.key == "query") {
+          config_.auth_query = source_.non_empty_string(field);
+        } else if (field.key == "query_user") {
+          config_.auth_query_user = source_.non_empty_string(field);
+        } else if (field.key == "query_cache") {
+          config_.auth_query_cache = source_.duration(field);
         } else if (field.key == "users_file") {
           const std::filesystem::path users_file = source_.non_empty_string(field);
           const auto dir = std::filesystem::path(source_.path()).parent_path();
@@ -674,7 +690,14 @@ class ConfigReader {
         database.user = source_.non_empty_string(field);
       } else if (field.key == "password") {
         database.password = source_.secret(field, source_.string(field));
+      } else if (field.key == "auth_query") {
+        database.auth_query = source_.non_empty_string(field);
       } else {
+        if (field.key == "max_user_connections") {
+          source_.fail(field,
+                       "max_user_connections counts a user's servers across every database: set it in "
+                       "[pool]");
+        }
         const std::string_view key = field.key == "pool_size"   ? "size"
                                      : field.key == "pool_mode" ? "mode"
                                                                 : std::string_view(field.key);
@@ -702,6 +725,7 @@ class ConfigReader {
   }
 
   Source source_;
+  int auth_line_ = 1;  // where [auth] starts, for problems of the table as a whole
   const Config* previous_;
   Config config_;
 };
@@ -757,6 +781,11 @@ std::optional<Database> Config::resolve_database(std::string_view name) const {
   database.dbname = name;
   database.from_fallback = true;
   return database;
+}
+
+const std::string* Config::auth_query_for(const Database& db) const {
+  if (db.auth_query) return &*db.auth_query;
+  return auth_query.empty() ? nullptr : &auth_query;
 }
 
 const std::string* Config::find_user_secret(std::string_view name) const {

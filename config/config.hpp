@@ -67,6 +67,10 @@ struct PoolSettings {
   CommitResolution commit_resolution = CommitResolution::off;
   std::uint32_t max_prepared_statements = 200;
   SessionState session_state = SessionState::track;
+  // Server connections of one server user across every database, and of one database across every user
+  // (PgBouncer's names); 0 = no limit. Only [pool] sets max_user_connections: it is not per database.
+  std::uint32_t max_user_connections = 0;
+  std::uint32_t max_db_connections = 0;
   bool operator==(const PoolSettings&) const = default;
 };
 
@@ -83,6 +87,7 @@ struct Database {
   std::optional<std::string> user;      // log in to the server as this user instead of the client's
   std::optional<std::string> password;  // server password, env:VAR already resolved
   PoolSettings pool;                    // [pool] with this database's overrides applied
+  std::optional<std::string> auth_query;  // overrides [auth] query for clients of this database
   int line = 0;                         // where the [[database]] table starts, for messages
   bool from_fallback = false;           // made by resolve_database() from the `*` entry
 };
@@ -127,6 +132,11 @@ struct Config {
   // With auth.type scram-sha-256, the SCRAM verifier of every user whose secret allows one: stored verifiers
   // parsed, plain passwords derived here once (PBKDF2 is too dear to run per login, before any proof).
   std::map<std::string, protocol::auth::ScramVerifier, std::less<>> scram_verifiers;
+  // auth_query: for a user not in the users file, the verifier is looked up in the database the client asked
+  // for, as auth_query_user (empty query: no lookup). Found verifiers are trusted for auth_query_cache.
+  std::string auth_query;
+  std::string auth_query_user;
+  Duration auth_query_cache{60'000};
 
   // [pool] defaults (as written, before per-database overrides)
   PoolSettings pool;
@@ -139,6 +149,8 @@ struct Config {
   std::optional<Database> resolve_database(std::string_view name) const;
   const std::string* find_user_secret(std::string_view name) const;
   const protocol::auth::ScramVerifier* find_scram_verifier(std::string_view name) const;
+  // The auth query for clients of `db` (its own or [auth] query); nullptr when there is none.
+  const std::string* auth_query_for(const Database& db) const;
 };
 
 class ConfigError : public std::runtime_error {

@@ -218,6 +218,8 @@ constexpr Mapping kMappings[] = {
     {"server_check_delay", "pool", "server_check_delay", Kind::duration},
     {"idle_transaction_timeout", "pool", "idle_in_transaction_timeout", Kind::duration},
     {"max_prepared_statements", "pool", "max_prepared_statements", Kind::count},
+    {"max_user_connections", "pool", "max_user_connections", Kind::count},  // 0 = no limit in both
+    {"max_db_connections", "pool", "max_db_connections", Kind::count},
 };
 
 // Why a [pgbouncer] setting without a pgward counterpart is left out.
@@ -465,6 +467,9 @@ class Importer {
         if (auto literal = convert(entry, cited, value, Kind::count)) table.set("min_size", *literal);
       } else if (key == "pool_mode") {
         if (auto literal = convert(entry, cited, value, Kind::pool_mode)) table.set("pool_mode", *literal);
+      } else if (key == "max_db_connections") {
+        if (auto literal = convert(entry, cited, value, Kind::count))
+          table.set("max_db_connections", *literal);
       } else {
         warn(entry, cited, "not supported by pgward");
       }

@@ -72,8 +72,18 @@ struct Pool::Waiter {
   ConnectSlot slot;    // served with a slot
 };
 
-Pool::Pool(std::string database, std::string user, config::PoolSettings settings)
-    : database_(std::move(database)), user_(std::move(user)), settings_(settings) {}
+Pool::Pool(std::string database, std::string user, config::PoolSettings settings,
+           std::vector<SharedLimitPtr> limits)
+    : database_(std::move(database)),
+      user_(std::move(user)),
+      limits_(std::move(limits)),
+      settings_(settings) {
+  for (const auto& l : limits_) l->join(this);
+}
+
+Pool::~Pool() {
+  for (const auto& l : limits_) l->leave(this);
+}
 
 bool Pool::expired(const Server& s, Clock::time_point now) const {
   return now - s.created_at >= settings_.server_lifetime;
@@ -87,6 +97,28 @@ bool Pool::usable(Server& s, Clock::time_point now) const {
 void Pool::close_locked(const ServerPtr& s) {
   s->close();
   ++closed_;
+  unreserve_locked();
+}
+
+bool Pool::reserve_locked(const asio::any_io_executor* exec, SharedLimit** refused) {
+  if (idle_.size() + active_ + connecting_ >= settings_.size) return false;
+  for (std::size_t i = 0; i < limits_.size(); ++i) {
+    if (limits_[i]->acquire(this, exec)) continue;
+    if (refused != nullptr) *refused = limits_[i].get();
+    while (i > 0) limits_[--i]->release();
+    return false;
+  }
+  return true;
+}
+
+void Pool::unreserve_locked() {
+  for (const auto& l : limits_) l->release();
+}
+
+void Pool::offer_slot_locked() {
+  if (waiters_.empty() || paused_) return;
+  const asio::any_io_executor exec = waiters_.front()->timer.get_executor();
+  if (reserve_locked(&exec)) hand_to_waiter_locked(nullptr);
 }
 
 asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock::time_point deadline) {
@@ -105,10 +137,12 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
       ++active_;
       co_return Checkout{Outcome::server, Lease(this, std::move(s)), {}};
     }
-    if (!paused_ && waiters_.empty() && idle_.size() + active_ + connecting_ < settings_.size) {
+    SharedLimit* refused = nullptr;
+    if (!paused_ && waiters_.empty() && reserve_locked(&exec, &refused)) {
       ++connecting_;
       co_return Checkout{Outcome::connect, {}, ConnectSlot(this)};
     }
+    if (refused != nullptr) refused->count_wait();
     waiter = std::make_shared<Waiter>(exec);
     waiter->timer.expires_at(deadline);
     waiters_.push_back(waiter);
@@ -173,9 +207,10 @@ void Pool::slot_failed(std::optional<ConnectError> error) {
   std::lock_guard lock(mu_);
   --connecting_;
   ++connect_failures_;
+  unreserve_locked();
   if (error) last_connect_error_ = std::move(error);
   // The freed slot goes to the next waiter, which tries to connect in turn.
-  if (idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
+  offer_slot_locked();
 }
 
 void Pool::give_back(ServerPtr server, bool reusable) {
@@ -185,12 +220,21 @@ void Pool::give_back(ServerPtr server, bool reusable) {
   const bool over_bound = idle_.size() + active_ + connecting_ >= settings_.size;  // after a shrinking reload
   if (!reusable || expired(*server, now) || over_bound) {
     close_locked(server);
-    if (idle_.size() + active_ + connecting_ < settings_.size) hand_to_waiter_locked(nullptr);
+    offer_slot_locked();
     return;
   }
   if (hand_to_waiter_locked(server)) return;
+  if (wanted_elsewhere_locked()) {
+    close_locked(server);
+    return;
+  }
   server->idle_since = now;
   idle_.push_back(std::move(server));
+}
+
+bool Pool::wanted_elsewhere_locked() const {
+  return std::any_of(limits_.begin(), limits_.end(),
+                     [&](const auto& l) { return l->wanted_elsewhere(this); });
 }
 
 void Pool::slot_to_idle(ServerPtr server) {
@@ -199,6 +243,10 @@ void Pool::slot_to_idle(ServerPtr server) {
   ++opened_;
   last_connect_error_.reset();
   if (hand_to_waiter_locked(server)) return;
+  if (wanted_elsewhere_locked()) {
+    close_locked(server);
+    return;
+  }
   server->idle_since = Clock::now();
   idle_.push_back(std::move(server));
 }
@@ -224,7 +272,8 @@ std::vector<ConnectSlot> Pool::maintain(Clock::time_point now) {
   // Allocated before any slot exists: should it throw, no slot is reserved, and no handle is destroyed (which
   // would take mu_) while it is held.
   slots.reserve(want - total);
-  while (slots.size() < slots.capacity() && idle_.size() + active_ + connecting_ < want) {
+  while (slots.size() < slots.capacity() && idle_.size() + active_ + connecting_ < want &&
+         reserve_locked(nullptr)) {
     ++connecting_;
     slots.push_back(ConnectSlot(this));
   }
@@ -235,6 +284,19 @@ void Pool::close_idle() {
   std::lock_guard lock(mu_);
   for (auto& s : idle_) close_locked(s);
   idle_.clear();
+}
+
+bool Pool::close_one_idle() {
+  std::lock_guard lock(mu_);
+  if (idle_.empty()) return false;
+  close_locked(idle_.front());  // LIFO list: the front has been idle the longest
+  idle_.erase(idle_.begin());
+  return true;
+}
+
+void Pool::limit_freed() {
+  std::lock_guard lock(mu_);
+  serve_waiters_locked(Clock::now());
 }
 
 void Pool::update_settings(const config::PoolSettings& settings) {
@@ -254,10 +316,10 @@ void Pool::serve_waiters_locked(Clock::time_point now) {
         continue;
       }
       hand_to_waiter_locked(std::move(s));
-    } else if (idle_.size() + active_ + connecting_ < settings_.size) {
-      hand_to_waiter_locked(nullptr);
     } else {
-      break;
+      const asio::any_io_executor exec = waiters_.front()->timer.get_executor();
+      if (!reserve_locked(&exec)) break;
+      hand_to_waiter_locked(nullptr);
     }
   }
 }

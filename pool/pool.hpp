@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "pool/limit.hpp"
 
 namespace pgward::pool {
 
@@ -121,7 +122,10 @@ struct PoolStats {
 
 class Pool {
  public:
-  Pool(std::string database, std::string user, config::PoolSettings settings);
+  // `limits`: the shared bounds this pool's servers count against besides its own `size` (limit.hpp).
+  Pool(std::string database, std::string user, config::PoolSettings settings,
+       std::vector<SharedLimitPtr> limits = {});
+  ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
@@ -152,6 +156,11 @@ class Pool {
   std::vector<ConnectSlot> maintain(Clock::time_point now);
   // Closes every idle server (shutdown).
   void close_idle();
+  // Closes the idle server idle the longest; false when none is idle. A shared limit calls it to make room
+  // for another pool.
+  bool close_one_idle();
+  // A shared limit has room again: serves waiters that were held back by it.
+  void limit_freed();
 
   // While paused, checkout() queues every caller (FIFO, same deadline) even when a server is idle; servers in
   // use are unaffected and come back to the idle list as usual. resume() serves the queue in order.
@@ -192,6 +201,15 @@ class Pool {
   // connected.
   bool usable(Server& s, Clock::time_point now) const;
   void close_locked(const ServerPtr& s);
+  // Reserves room for one more server: under `size` and one unit of every shared limit. When a shared limit
+  // refuses, *refused names it and, with an executor, this pool is woken on it when the limit frees up.
+  bool reserve_locked(const boost::asio::any_io_executor* exec, SharedLimit** refused = nullptr);
+  // A server left the count (closed, or its connect failed): its units go back to the shared limits.
+  void unreserve_locked();
+  // A free slot, if there is room, to the first waiter; caller holds mu_.
+  void offer_slot_locked();
+  // A server about to be parked idle (no waiter here) is wanted by another pool of a shared limit.
+  bool wanted_elsewhere_locked() const;
   // Takes a waiter out of the queue if it is still there; caller holds mu_.
   void dequeue_locked(const WaiterPtr& waiter);
   // Gives a free slot or server to the first waiter; caller holds mu_. Returns true when one was served.
@@ -201,6 +219,7 @@ class Pool {
 
   const std::string database_;
   const std::string user_;
+  const std::vector<SharedLimitPtr> limits_;
   mutable std::mutex mu_;
   config::PoolSettings settings_;
   std::vector<ServerPtr> idle_;  // LIFO: the most recently used server is the warmest

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/saslprep.hpp"
+
 namespace pgward::protocol::auth {
 namespace {
 
@@ -76,13 +78,11 @@ Key hmac_sha256(std::string_view key, std::string_view data) {
 }
 
 // SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 section 3), Hi being PBKDF2 with HMAC-SHA-256.
-//
-// Normalize is SASLprep (RFC 4013). PostgreSQL applies it and falls back to the raw bytes when the password
-// is not valid UTF-8 or contains prohibited characters. For ASCII passwords SASLprep is the identity or
-// fails, so the raw bytes are exactly what PostgreSQL hashes; only non-ASCII passwords that SASLprep would
-// rewrite (NFKC, non-ASCII spaces, "mapped to nothing" characters) could differ, and those are not handled
-// here.
-Key salted_password(std::string_view password, std::string_view salt, int iterations) {
+// Normalize is SASLprep (RFC 4013) as PostgreSQL applies it, raw bytes included when SASLprep refuses the
+// password (saslprep.hpp): every SaltedPassword pgward computes, for a verifier of a users-file password or
+// towards a server, goes through here, so both sides hash what PostgreSQL and libpq hash.
+Key salted_password(std::string_view raw_password, std::string_view salt, int iterations) {
+  std::string password = saslprep::scram_password(raw_password);
   if (password.size() > static_cast<std::size_t>(INT_MAX) ||
       salt.size() > static_cast<std::size_t>(INT_MAX)) {
     fatal("PBKDF2 (input too long)");
@@ -94,6 +94,7 @@ Key salted_password(std::string_view password, std::string_view salt, int iterat
                         static_cast<int>(out.size()), out.data()) != 1) {
     fatal("PBKDF2-HMAC-SHA-256");
   }
+  OPENSSL_cleanse(password.data(), password.size());
   return out;
 }
 
@@ -533,8 +534,16 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
   Key client_signature = hmac_sha256(as_view(verifier_.stored_key), auth_message);
   Key client_key = xor_keys(*proof, client_signature);
   Key computed_stored_key = sha256(as_view(client_key));
+  if (!equal_ct(as_view(computed_stored_key), as_view(verifier_.stored_key))) {
+    OPENSSL_cleanse(client_key.data(), client_key.size());
+    return std::nullopt;
+  }
+  ScramKeys& keys = keys_.emplace();
+  keys.client_key = client_key;
+  keys.server_key = verifier_.server_key;
+  keys.salt = verifier_.salt;
+  keys.iterations = verifier_.iterations;
   OPENSSL_cleanse(client_key.data(), client_key.size());
-  if (!equal_ct(as_view(computed_stored_key), as_view(verifier_.stored_key))) return std::nullopt;
 
   // ServerSignature := HMAC(ServerKey, AuthMessage); server-final-message = "v=" base64(ServerSignature)
   Key server_signature = hmac_sha256(as_view(verifier_.server_key), auth_message);
@@ -542,6 +551,12 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
 }
 
 // ---- SCRAM client (as libpq: src/interfaces/libpq/fe-auth-scram.c) ----
+
+ScramKeys::~ScramKeys() { OPENSSL_cleanse(client_key.data(), client_key.size()); }
+
+ScramClient::ScramClient(ScramKeys keys) : ScramClient(std::string(), random_nonce(), "") {
+  keys_ = std::move(keys);
+}
 
 ScramClient::ScramClient(std::string password) : ScramClient(std::move(password), random_nonce(), "") {}
 
@@ -574,10 +589,20 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
   auto iterations = parse_count(*iterations_text, kMaxServerIterations);
   if (!iterations) return std::nullopt;
 
-  Key salted = salted_password(password_, *salt, *iterations);
-  Key client_key = hmac_sha256(as_view(salted), "Client Key");
+  Key salted{};
+  Key client_key{};
+  Key server_key{};
+  if (keys_) {
+    // Pass-through: the keys fit only the verifier they came from.
+    if (*salt != keys_->salt || *iterations != keys_->iterations) return std::nullopt;
+    client_key = keys_->client_key;
+    server_key = keys_->server_key;
+  } else {
+    salted = salted_password(password_, *salt, *iterations);
+    client_key = hmac_sha256(as_view(salted), "Client Key");
+    server_key = hmac_sha256(as_view(salted), "Server Key");
+  }
   Key stored_key = sha256(as_view(client_key));
-  Key server_key = hmac_sha256(as_view(salted), "Server Key");
 
   std::string final_without_proof = "c=" + std::string(kCbindNone) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + final_without_proof;

@@ -76,6 +76,20 @@ std::uint64_t key_derivations();
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);
 
+// What SCRAM pass-through needs to log in to a server as a user without its password: the ClientKey a
+// client's proof revealed (ClientKey = ClientProof XOR ClientSignature, RFC 5802 section 3) and the verifier
+// it was checked against, whose salt and iteration count the server must offer for the keys to fit.
+struct ScramKeys {
+  std::array<std::uint8_t, 32> client_key{};
+  std::array<std::uint8_t, 32> server_key{};
+  std::string salt;  // raw bytes
+  int iterations = 0;
+  ~ScramKeys();  // wipes client_key
+  ScramKeys() = default;
+  ScramKeys(const ScramKeys&) = default;
+  ScramKeys& operator=(const ScramKeys&) = default;
+};
+
 // Server side of one exchange (pgward authenticating a client). No channel binding is offered
 // (the proxy advertises only "SCRAM-SHA-256"), so the gs2 header must be "n,," or "y,,".
 class ScramServer {
@@ -90,9 +104,12 @@ class ScramServer {
   // Input: client-final-message. Output: server-final-message ("v=...") when the proof is right; nullopt
   // otherwise.
   std::optional<std::string> handle_client_final(std::string_view client_final);
+  // After a successful handle_client_final: the keys for SCRAM pass-through (scram_keys); nullopt before.
+  const std::optional<ScramKeys>& keys() const { return keys_; }
 
  private:
   ScramVerifier verifier_;
+  std::optional<ScramKeys> keys_;
   std::string client_first_bare_;
   std::string server_first_;
   std::string nonce_;  // client nonce + server nonce
@@ -108,6 +125,9 @@ class ScramClient {
   // in client-first (PostgreSQL ignores it; libpq sends an empty one), e.g. for the RFC 7677 section 3 test
   // vector.
   ScramClient(std::string password, std::string client_nonce, std::string_view user_name);
+  // Pass-through: no password, the keys a client's proof revealed. The server must offer exactly their salt
+  // and iteration count (it does when the client was checked against the server's own verifier).
+  explicit ScramClient(ScramKeys keys);
   // client-first-message, to send in SASLInitialResponse.
   std::string client_first();
   // Input: server-first-message (AuthenticationSASLContinue data). Output: client-final-message, or nullopt
@@ -119,6 +139,7 @@ class ScramClient {
 
  private:
   std::string password_;
+  std::optional<ScramKeys> keys_;
   std::string client_nonce_;
   std::string client_first_bare_;
   std::array<std::uint8_t, 32> expected_server_signature_{};

@@ -114,7 +114,18 @@ PoolEntry* Proxy::pool_for(const config::Database& db, const std::string& client
   }
   auto& slot = pools_[key];
   {
-    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user));
+    auto& user_limit = user_limits_[server_user];
+    if (!user_limit) {
+      user_limit = std::make_shared<pool::SharedLimit>(pool::SharedLimit::Kind::user, server_user,
+                                                       cfg->pool.max_user_connections);
+    }
+    auto& db_limit = db_limits_[db.name];
+    if (!db_limit) {
+      db_limit = std::make_shared<pool::SharedLimit>(pool::SharedLimit::Kind::database, db.name,
+                                                     db.pool.max_db_connections);
+    }
+    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user),
+                                       std::vector{user_limit, db_limit});
     std::lock_guard pause_lock(pause_mu_);
     if (is_paused_locked(db.name)) slot->pool.pause();
   }
@@ -277,6 +288,13 @@ ReloadResult Proxy::reload() {
       }
     }
   }
+  auth_lookup_.clear();
+  {
+    std::lock_guard lock(pools_mu_);
+    for (auto& [user, limit] : user_limits_) limit->set_max(fresh->pool.max_user_connections);
+    for (auto& [name, limit] : db_limits_)
+      if (const auto db = fresh->resolve_database(name)) limit->set_max(db->pool.max_db_connections);
+  }
   // New databases with a fixed server user get their pool now, so that min_size warms it.
   for (const auto& db : fresh->databases)
     if (db.user && db.name != config::kFallbackDatabase) pool_for(db, *db.user);
@@ -292,6 +310,15 @@ std::vector<PoolEntry*> Proxy::pools() {
   std::vector<PoolEntry*> out;
   out.reserve(pools_.size());
   for (auto& [k, e] : pools_) out.push_back(e.get());
+  return out;
+}
+
+std::vector<pool::SharedLimitPtr> Proxy::shared_limits() {
+  std::lock_guard lock(pools_mu_);
+  std::vector<pool::SharedLimitPtr> out;
+  out.reserve(user_limits_.size() + db_limits_.size());
+  for (auto& [k, l] : user_limits_) out.push_back(l);
+  for (auto& [k, l] : db_limits_) out.push_back(l);
   return out;
 }
 

@@ -17,6 +17,7 @@
 #include "config/config.hpp"
 #include "pool/pool.hpp"
 #include "protocol/codec.hpp"
+#include "proxy/auth_lookup.hpp"
 #include "proxy/client_info.hpp"
 #include "proxy/console.hpp"
 #include "proxy/server_conn.hpp"
@@ -39,8 +40,9 @@ struct PoolEntry {
   stats::PoolStats stats;
   // The database left the configuration on a reload: no new clients; the pool empties as its clients leave.
   std::atomic<bool> removed{false};
-  PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t)
-      : pool(std::move(db), std::move(user), s), target_(std::move(t)) {}
+  PoolEntry(std::string db, std::string user, config::PoolSettings s, ServerTarget t,
+            std::vector<pool::SharedLimitPtr> limits)
+      : pool(std::move(db), std::move(user), s, std::move(limits)), target_(std::move(t)) {}
 
   // Where new servers connect. A reload may change it while sessions on other workers read it, hence the
   // copy under a lock (taken once per server connect, never per query).
@@ -48,9 +50,17 @@ struct PoolEntry {
     std::lock_guard lock(target_mu_);
     return target_;
   }
+  // A reload's new target keeps the pass-through keys the previous one had.
   void set_target(ServerTarget t) {
     std::lock_guard lock(target_mu_);
+    if (!t.scram_keys) t.scram_keys = std::move(target_.scram_keys);
     target_ = std::move(t);
+  }
+  // SCRAM pass-through: the keys of the latest SCRAM login of this pool's user, used when pgward has no
+  // password for it. Held until the next such login replaces them or the process ends.
+  void set_scram_keys(const protocol::auth::ScramKeys& keys) {
+    std::lock_guard lock(target_mu_);
+    target_.scram_keys = keys;
   }
 
  private:
@@ -113,6 +123,10 @@ class Proxy {
   stats::GlobalStats& stats() { return stats_; }
   // Every pool created so far (entries live as long as the proxy).
   std::vector<PoolEntry*> pools();
+  // auth_query lookups and their cache.
+  AuthLookup& auth_lookup() { return auth_lookup_; }
+  // max_user_connections and max_db_connections of every server user and database with a pool so far.
+  std::vector<pool::SharedLimitPtr> shared_limits();
   // Every live session, in arrival order.
   std::vector<std::shared_ptr<ClientInfo>> clients();
   void register_session(std::shared_ptr<ClientInfo> info);
@@ -151,8 +165,13 @@ class Proxy {
 
   std::mutex pools_mu_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PoolEntry>> pools_;
+  // The shared bounds of the pools, which also hold them (so a limit outlives its pools). Under pools_mu_.
+  std::map<std::string, pool::SharedLimitPtr> user_limits_;  // by server user
+  std::map<std::string, pool::SharedLimitPtr> db_limits_;    // by database name
   std::set<std::string>
       fallback_databases_;  // names served through the `*` fallback (max_fallback_databases)
+
+  AuthLookup auth_lookup_;
 
   std::mutex cancel_mu_;
   std::map<std::pair<std::int32_t, std::int32_t>, std::shared_ptr<CancelSlot>> cancel_slots_;

@@ -231,7 +231,8 @@ std::optional<ProxyError> answer_authentication(const ServerTarget& target, std:
   const std::string server = "server " + std::string(where);
   const bool password_request = req.code == pr::authcode::kCleartextPassword ||
                                 req.code == pr::authcode::kMd5Password || req.code == pr::authcode::kSasl;
-  if (password_request && !target.password) {
+  const bool passthrough = req.code == pr::authcode::kSasl && target.scram_keys;
+  if (password_request && !target.password && !passthrough) {
     return ProxyError{
         std::string(ss::kInvalidPassword),
         server + " asks a password for user \"" + target.user +
@@ -254,13 +255,24 @@ std::optional<ProxyError> answer_authentication(const ServerTarget& target, std:
       if (!mechs || std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256") == mechs->end())
         return ProxyError{
             std::string(ss::kFeatureNotSupported), server + " offers no SASL mechanism pgward supports", {}};
-      scram.emplace(*target.password);
+      if (target.password) {
+        scram.emplace(*target.password);
+      } else {
+        scram.emplace(*target.scram_keys);
+      }
       pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
       return std::nullopt;
     }
     case pr::authcode::kSaslContinue: {
       if (!scram) return lost_during_login(where);
       auto final_msg = scram->handle_server_first(req.data);
+      if (!final_msg && !target.password) {
+        return ProxyError{std::string(ss::kInvalidPassword),
+                          server + " offers user \"" + target.user +
+                              "\" another SCRAM salt or iteration count than the verifier pgward checked the "
+                              "client against: SCRAM pass-through needs PostgreSQL's own verifier",
+                          {}};
+      }
       if (!final_msg)
         return ProxyError{
             std::string(ss::kProtocolViolation), server + " sent a malformed SCRAM message", {}};

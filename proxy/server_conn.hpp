@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "pool/pool.hpp"
+#include "protocol/auth.hpp"
 #include "protocol/codec.hpp"
 #include "proxy/prepared.hpp"
 
@@ -27,6 +28,8 @@ struct ServerTarget {
   std::string dbname;
   std::string user;
   std::optional<std::string> password;
+  // SCRAM pass-through when there is no password: the keys of this user's last SCRAM login to pgward.
+  std::optional<protocol::auth::ScramKeys> scram_keys;
   std::chrono::milliseconds connect_timeout{5000};
 };
 

@@ -150,7 +150,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<LoginResult> startup();
   asio::awaitable<LoginResult> accept_startup(protocol::StartupPacket& sp);
   asio::awaitable<bool> authenticate();
-  asio::awaitable<bool> authenticate_scram(std::string& out, const std::string& failed);
+  // `verifier`: the user's SCRAM verifier, nullptr when none can be used; `secret`: the stored secret, for
+  // telling why a login failed.
+  asio::awaitable<bool> authenticate_scram(std::string& out, const std::string& failed,
+                                           const protocol::auth::ScramVerifier* verifier,
+                                           const std::string* secret);
   asio::awaitable<bool> finish_login();
 
   // ---- the admin console (session_console.cpp) ----
@@ -344,6 +348,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Login results.
   std::shared_ptr<const config::Config> config_;
   std::optional<config::Database> resolved_database_;  // what database_ points at
+  // The keys this client's SCRAM proof revealed, from authentication until the login hands them to the pool
+  // (SCRAM pass-through); then wiped.
+  std::optional<protocol::auth::ScramKeys> scram_keys_;
   const config::Database* database_ = nullptr;
   PoolEntry* pool_ = nullptr;
   std::string user_;

@@ -28,6 +28,18 @@ bool server_owned(std::string_view name) {
          std::end(kServerOwnedParams);
 }
 
+void count_failure(Proxy& proxy, stats::AuthFailure reason) {
+  stats::add(proxy.stats().auth_failures[static_cast<std::size_t>(reason)]);
+}
+
+// Why a user's login failed once the password check did: no secret, a secret of the wrong kind for the
+// method, or the wrong password.
+stats::AuthFailure why_refused(const std::string* secret, pr::auth::SecretKind unusable_kind) {
+  if (secret == nullptr) return stats::AuthFailure::unknown_user;
+  return pr::auth::classify_secret(*secret) == unusable_kind ? stats::AuthFailure::unusable_secret
+                                                             : stats::AuthFailure::wrong_password;
+}
+
 }  // namespace
 
 asio::awaitable<Session::LoginResult> Session::startup() {
@@ -103,10 +115,12 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
   // As PostgreSQL, the database is looked up only once the password is right: a client that cannot log
   // in learns nothing about which databases exist.
   config_ = proxy_.config();
+  const bool console =
+      database == config::kConsoleDatabase && proxy_.console() && !config_->console_users.empty();
+  if (!console)
+    resolved_database_ = config_->resolve_database(database);  // for auth_query; not told before the password
   if (!co_await authenticate()) co_return LoginResult::closed;
-  if (database == config::kConsoleDatabase && proxy_.console() && !config_->console_users.empty())
-    co_return co_await accept_console();
-  resolved_database_ = config_->resolve_database(database);
+  if (console) co_return co_await accept_console();
   database_ = resolved_database_ ? &*resolved_database_ : nullptr;
   if (!database_) {
     const std::string what = "database \"" + database + "\" does not exist";
@@ -123,7 +137,27 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
 asio::awaitable<bool> Session::authenticate() {
   const std::string failed = "password authentication failed for user \"" + user_ + "\"";
   const std::string* secret = config_->find_user_secret(user_);
+  const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
   std::string out;
+  // A user not in the users file: its verifier from auth_query, in the database asked for (an unknown
+  // database has none, and the client learns that only after a right password, which it cannot give).
+  std::shared_ptr<const LookedUpSecret> looked_up;
+  if (!secret && config_->auth_type != config::AuthType::trust && resolved_database_ &&
+      config_->auth_query_for(*resolved_database_)) {
+    auto r = co_await proxy_.auth_lookup().find(client_.get_executor(), *config_, *resolved_database_, user_);
+    if (r.status == AuthLookup::Status::failed) {
+      count_failure(proxy_, stats::AuthFailure::lookup_failed);
+      co_await send_error(ss::kConnectionFailure,
+                          "could not look up the password of user \"" + user_ + "\" (auth_query): " + r.error,
+                          true);
+      co_return false;
+    }
+    looked_up = std::move(r.secret);
+    if (looked_up) {
+      secret = &looked_up->secret;
+      verifier = looked_up->scram ? &*looked_up->scram : nullptr;
+    }
+  }
 
   switch (config_->auth_type) {
     case config::AuthType::trust: break;
@@ -137,6 +171,8 @@ asio::awaitable<bool> Session::authenticate() {
       if (!msg) co_return false;
       auto pw = msg->type == pr::fe::kPassword ? pr::parse_password_message(msg->body) : std::nullopt;
       if (!pw || !secret || !pr::auth::md5_check(*secret, user_, salt, *pw)) {
+        count_failure(proxy_,
+                      pw ? why_refused(secret, pr::auth::SecretKind::kScram) : stats::AuthFailure::protocol);
         co_await send_error(ss::kInvalidPassword, failed, true);
         co_return false;
       }
@@ -144,7 +180,7 @@ asio::awaitable<bool> Session::authenticate() {
     }
 
     case config::AuthType::scram_sha_256:
-      if (!co_await authenticate_scram(out, failed)) co_return false;
+      if (!co_await authenticate_scram(out, failed, verifier, secret)) co_return false;
       break;
   }
   out.clear();
@@ -152,12 +188,13 @@ asio::awaitable<bool> Session::authenticate() {
   co_return co_await send_client(out);
 }
 
-asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::string& failed) {
+asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::string& failed,
+                                                  const pr::auth::ScramVerifier* verifier,
+                                                  const std::string* secret) {
   // Verifiers are derived when the users file is loaded, never here. An unknown user (or one with only
   // an md5 verifier) still goes through the whole exchange, as PostgreSQL does, against a mock verifier
   // whose salt is stable per name and that costs no key derivation: neither the salt nor the time taken
   // tells which user names exist.
-  const pr::auth::ScramVerifier* verifier = config_->find_scram_verifier(user_);
   const bool usable = verifier != nullptr;
   pr::auth::ScramServer scram(usable ? *verifier
                                      : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
@@ -168,12 +205,14 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   if (!first) co_return false;
   auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
   if (!init || init->mechanism != "SCRAM-SHA-256") {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism",
                         true);
     co_return false;
   }
   auto server_first = scram.handle_client_first(init->data);
   if (!server_first) {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "malformed SCRAM message", true);
     co_return false;
   }
@@ -184,14 +223,18 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   auto final_msg = co_await read_client_message(kMaxLoginMessage);
   if (!final_msg) co_return false;
   if (final_msg->type != pr::fe::kPassword) {
+    count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "expected SASL response", true);
     co_return false;
   }
   auto server_final = scram.handle_client_final(final_msg->body);
   if (!server_final || !usable) {
+    count_failure(proxy_, usable ? stats::AuthFailure::wrong_password
+                                 : why_refused(secret, pr::auth::SecretKind::kMd5));
     co_await send_error(ss::kInvalidPassword, failed, true);
     co_return false;
   }
+  scram_keys_ = scram.keys();
   out.clear();
   pr::put_authentication_sasl_final(out, *server_final);
   if (!co_await send_client(out)) co_return false;
@@ -208,6 +251,10 @@ asio::awaitable<bool> Session::finish_login() {
     co_return false;
   }
   track_.set_pool(pool_);
+  // SCRAM pass-through: pgward logs in to PostgreSQL as this user with the keys the client's proof revealed,
+  // when it has no password of its own for it (and the server user is the client's).
+  if (scram_keys_ && !database_->user && !pool_->target().password) pool_->set_scram_keys(*scram_keys_);
+  scram_keys_.reset();
   const auto mode = database_->pool.mode;
   // A session-mode client owns its server: its statement names cannot collide, so they go through untouched.
   rewrite_ = mode != config::PoolMode::session && database_->pool.max_prepared_statements > 0;

@@ -128,6 +128,23 @@ class ErrorCounts {
   std::map<Key, std::uint64_t> counts_;
 };
 
+// Why a client's authentication failed: a closed set, so that no client can grow the label set (the name of
+// an unknown user is never a label).
+enum class AuthFailure : std::uint8_t {
+  unknown_user,     // no such user in the users file
+  wrong_password,   // a known user, a wrong password or SCRAM proof
+  unusable_secret,  // the stored secret cannot check this method (an md5 verifier for SCRAM, a SCRAM one for
+                    // md5)
+  protocol,         // a malformed or unexpected message during authentication
+  lookup_failed,    // auth_query failed or timed out: the login is refused
+};
+inline constexpr std::size_t kAuthFailureReasons = 5;
+constexpr std::string_view to_string(AuthFailure r) {
+  constexpr std::string_view kNames[] = {"unknown_user", "wrong_password", "unusable_secret", "protocol",
+                                         "lookup_failed"};
+  return kNames[static_cast<std::size_t>(r)];
+}
+
 // Process-wide.
 struct GlobalStats {
   Counter clients_accepted{0};              // TCP connections accepted
@@ -135,6 +152,7 @@ struct GlobalStats {
   Counter clients_refused_max_fallback{0};  // FATAL 53300: max_fallback_databases reached
   Counter client_login_timeouts{0};         // FATAL 08P01: not logged in within client_login_timeout
   Counter clients_refused_console{0};       // FATAL 28000: the console database, not a console user
+  std::array<Counter, kAuthFailureReasons> auth_failures{};  // by AuthFailure
   Counter cancel_forwarded{0};
   Counter cancel_ignored{0};    // unknown key, or the client has no server linked
   Counter cancel_coalesced{0};  // one for the same client was still on its way

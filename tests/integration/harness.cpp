@@ -279,6 +279,7 @@ void PostgresEnvironment::SetUp() {
              "CREATE ROLE pgward_scram LOGIN PASSWORD 'scrampass'",
              "CREATE ROLE pgward_clear LOGIN PASSWORD 'clearpass'",
              "CREATE ROLE app LOGIN PASSWORD 'apppass'",
+             "CREATE ROLE pgward_scram_group NOLOGIN",
              "GRANT ALL ON DATABASE app TO pgward_trust, pgward_md5, pgward_scram, pgward_clear, app",
          }) {
       exec(admin, sql);
@@ -293,6 +294,7 @@ void PostgresEnvironment::SetUp() {
                "host all pgward_scram 127.0.0.1/32 scram-sha-256\n"
                "host all pgward_clear 127.0.0.1/32 password\n"
                "host all app 127.0.0.1/32 scram-sha-256\n"
+               "host all +pgward_scram_group 127.0.0.1/32 scram-sha-256\n"
                "host all all 127.0.0.1/32 trust\n"
                "local all all trust\n");
     exec(admin, "SELECT pg_reload_conf()");
@@ -999,6 +1001,22 @@ std::string RawClient::query_value(std::string_view sql) {
 
 std::vector<std::pair<std::string, std::string>> trust_login_params() {
   return {{"user", kTrustUser}, {"database", kDatabase}};
+}
+
+TestRole::TestRole(const std::string& password, const std::string& encryption, bool scram_required)
+    : name_(unique_name("role")) {
+  Conn direct = connect_direct("postgres");
+  exec(direct, "SET password_encryption = '" + encryption + "'");
+  exec(direct, "CREATE ROLE " + name_ + " LOGIN" +
+                   (scram_required ? std::string(" IN ROLE ") + kScramGroup : "") + " PASSWORD '" + password +
+                   "'");
+  exec(direct, "GRANT ALL ON DATABASE " + std::string(kDatabase) + " TO " + name_);
+}
+
+TestRole::~TestRole() {
+  Conn direct = connect_direct("postgres");
+  exec(direct, "REVOKE ALL ON DATABASE " + std::string(kDatabase) + " FROM " + name_, false);
+  exec(direct, "DROP ROLE IF EXISTS " + name_, false);
 }
 
 }  // namespace pgward::it

@@ -41,6 +41,9 @@ inline constexpr const char* kClearPassword = "clearpass";
 inline constexpr const char* kAppUser = "app";
 inline constexpr const char* kAppPassword = "apppass";
 inline constexpr const char* kDatabase = "app";
+// A NOLOGIN role whose members PostgreSQL asks for a SCRAM password over TCP (pg_hba.conf "+group"): a test
+// that needs a role requiring scram-sha-256 creates it IN ROLE kScramGroup.
+inline constexpr const char* kScramGroup = "pgward_scram_group";
 
 // Starts one PostgreSQL in a temporary directory before the first test and stops it after the last.
 class PostgresEnvironment : public ::testing::Environment {
@@ -143,6 +146,22 @@ std::optional<Result> finish_within(PGconn* conn, std::chrono::milliseconds time
 
 // Conninfo keyword value quoting ('...' with \ and ' escaped).
 std::string conninfo_quote(std::string_view value);
+
+// A login role made for one test, with a password PostgreSQL turns into a verifier (`encryption`:
+// "scram-sha-256" or "md5"; no quote or backslash in the password), allowed to connect to kDatabase; with
+// `scram_required` a member of kScramGroup. Dropped when the test ends.
+class TestRole {
+ public:
+  explicit TestRole(const std::string& password, const std::string& encryption = "scram-sha-256",
+                    bool scram_required = false);
+  TestRole(const TestRole&) = delete;
+  TestRole& operator=(const TestRole&) = delete;
+  ~TestRole();
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
 
 // A name nobody else in this run uses, e.g. unique_name("t") == "t_12345_7".
 std::string unique_name(std::string_view prefix);

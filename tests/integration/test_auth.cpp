@@ -130,6 +130,42 @@ PgwardConfig isolation_config() {
                                           stored_verifier(kScramUser) + "\"\n");
 }
 
+double auth_failures(const Pgward& pgward, const std::string& reason, std::string* exposition = nullptr) {
+  const HttpResponse response = http(pgward.admin_port(), "GET", "/metrics");
+  if (exposition) *exposition = response.body;
+  return sample(response.body, "pgward_auth_failures_total", "reason=\"" + reason + "\"").value_or(-1);
+}
+
+// pgward_auth_failures_total counts refusals by a closed set of reasons; the name an unknown user gave never
+// appears in /metrics, however many different ones are tried.
+TEST(AuthIsolation, FailuresAreCountedByReasonWithoutNames) {
+  PgwardConfig config = isolation_config();
+  config.users += std::string(kMd5User) + " = \"" + stored_verifier(kMd5User) + "\"\n";
+  Pgward pgward(config);
+  for (const char* reason : {"unknown_user", "wrong_password", "unusable_secret", "protocol"})
+    EXPECT_EQ(auth_failures(pgward, reason), 0) << reason;
+
+  expect_refused(pgward, "alice", kDatabase, "wrong", "28P01");
+  expect_refused(pgward, kScramUser, kDatabase, "alicepass", "28P01");
+  for (int i = 0; i < 3; ++i) expect_refused(pgward, "probe_" + std::to_string(i), kDatabase, "x", "28P01");
+  expect_refused(pgward, kMd5User, kDatabase, kMd5Password, "28P01");  // an md5 verifier cannot do SCRAM
+  {
+    RawClient client(pgward.port());
+    ASSERT_TRUE(client.send(wire::startup({{"user", "alice"}, {"database", kDatabase}})));
+    ASSERT_TRUE(client.read_message().has_value());  // AuthenticationSASL
+    ASSERT_TRUE(client.send(wire::message('p', std::string("NOT-A-MECHANISM\0", 16) + wire::u32(0))));
+    const auto error = client.read_message();
+    ASSERT_TRUE(error && error->type == 'E');
+    EXPECT_EQ(parse_error(*error)['C'], "08P01");
+  }
+  std::string exposition;
+  EXPECT_EQ(auth_failures(pgward, "wrong_password", &exposition), 2);
+  EXPECT_EQ(auth_failures(pgward, "unknown_user"), 3);
+  EXPECT_EQ(auth_failures(pgward, "unusable_secret"), 1);
+  EXPECT_EQ(auth_failures(pgward, "protocol"), 1);
+  EXPECT_EQ(exposition.find("probe_"), std::string::npos);
+}
+
 // A plain password is turned into a SCRAM verifier once, when the users file is loaded; a login attempt,
 // whoever it names, runs no key derivation (PBKDF2) at all.
 TEST(AuthIsolation, BogusLoginsRunNoKeyDerivation) {

@@ -360,6 +360,7 @@ idle_in_transaction_timeout = "10s"
 commit_resolution = "verify"
 max_prepared_statements = 0
 session_state = "error"
+max_db_connections = 7
 
 [pool]
 mode = "statement"
@@ -384,8 +385,51 @@ size = 50
                               seconds(10),
                               CommitResolution::verify,
                               0,
-                              SessionState::error};
+                              SessionState::error,
+                              0,
+                              7};
   EXPECT_EQ(db.pool, expected);
+}
+
+TEST_F(ConfigTest, AuthQueryKeys) {
+  const Config defaults = load("");
+  EXPECT_TRUE(defaults.auth_query.empty());
+  EXPECT_EQ(defaults.auth_query_cache, seconds(60));
+  const Config set = load(R"toml(
+[auth]
+type = "trust"
+query = "SELECT usename, passwd FROM pgward.user_lookup($1)"
+query_user = "pgward_auth"
+query_cache = "5s"
+
+[[database]]
+name = "a"
+auth_query = "SELECT u, p FROM other.lookup($1)"
+
+[[database]]
+name = "b"
+)toml");
+  EXPECT_EQ(set.auth_query_user, "pgward_auth");
+  EXPECT_EQ(set.auth_query_cache, seconds(5));
+  ASSERT_EQ(set.databases.size(), 2u);
+  EXPECT_EQ(*set.auth_query_for(set.databases[0]), "SELECT u, p FROM other.lookup($1)");
+  EXPECT_EQ(*set.auth_query_for(set.databases[1]), "SELECT usename, passwd FROM pgward.user_lookup($1)");
+  EXPECT_EQ(defaults.auth_query_for(Database{}), nullptr);
+  EXPECT_EQ(error_as_written("[auth]\ntype = \"trust\"\nquery = \"SELECT 1\"\n"),
+            at(1, "an auth query needs auth.query_user, the role that runs it"));
+}
+
+TEST_F(ConfigTest, SharedConnectionLimits) {
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.pool.max_user_connections, 0u);
+  EXPECT_EQ(defaults.pool.max_db_connections, 0u);
+  const Config set = load("[pool]\nmax_user_connections = 10\nmax_db_connections = 30\n");
+  EXPECT_EQ(set.pool.max_user_connections, 10u);
+  EXPECT_EQ(set.pool.max_db_connections, 30u);
+  // A user's servers are counted across databases: a per-database value would have no meaning.
+  EXPECT_NE(error("[[database]]\nname = \"a\"\nmax_user_connections = 1\n")
+                .find("max_user_connections counts a user's servers across every database: set it in [pool]"),
+            std::string::npos);
 }
 
 TEST_F(ConfigTest, FaultToleranceKeys) {

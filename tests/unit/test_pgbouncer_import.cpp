@@ -82,7 +82,7 @@ TEST_F(PgbouncerImportTest, TypicalIniConvertsAndLoads) {
 ;; a typical production file
 [databases]
 app = host=10.0.0.5 port=5433 dbname=app_prod user=app_rw password='s3cr et''x' pool_size=40
-reports = host=db.internal dbname=reports pool_mode=session min_pool_size=2
+reports = host=db.internal dbname=reports pool_mode=session min_pool_size=2 max_db_connections=8
 # local socket server
 local = host=/var/run/postgresql dbname=local
 
@@ -101,6 +101,8 @@ server_connect_timeout = 3
 idle_transaction_timeout = 0
 max_prepared_statements = 100
 server_check_delay = 30
+max_user_connections = 30
+max_db_connections = 50
 )");
   const PgbouncerImport result = import_pgbouncer(path);
   EXPECT_TRUE(result.warnings.empty()) << ::testing::PrintToString(result.warnings);
@@ -119,6 +121,8 @@ server_check_delay = 30
   EXPECT_EQ(cfg.pool.idle_in_transaction_timeout, seconds(0));
   EXPECT_EQ(cfg.pool.max_prepared_statements, 100u);
   EXPECT_EQ(cfg.pool.server_check_delay, seconds(30));
+  EXPECT_EQ(cfg.pool.max_user_connections, 30u);
+  EXPECT_EQ(cfg.pool.max_db_connections, 50u);
 
   ASSERT_EQ(cfg.databases.size(), 3u);
   const Database& app = cfg.databases[0];
@@ -135,6 +139,8 @@ server_check_delay = 30
   EXPECT_EQ(reports.port, 5432);
   EXPECT_EQ(reports.pool.mode, PoolMode::session);
   EXPECT_EQ(reports.pool.min_size, 2u);
+  EXPECT_EQ(reports.pool.max_db_connections, 8u);
+  EXPECT_EQ(app.pool.max_db_connections, 50u);
   EXPECT_EQ(reports.pool.size, 25u);
   EXPECT_EQ(cfg.databases[2].host, "/var/run/postgresql");
 }

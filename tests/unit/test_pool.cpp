@@ -61,6 +61,11 @@ class PoolTest : public ::testing::Test {
     pool_ = std::make_unique<Pool>("db", "u", settings);
     return *pool_;
   }
+  // Further pools, e.g. sharing a limit; they outlive the io_context too.
+  Pool& add_pool(const std::string& db, config::PoolSettings settings, std::vector<SharedLimitPtr> limits) {
+    more_pools_.push_back(std::make_unique<Pool>(db, "u", settings, std::move(limits)));
+    return *more_pools_.back();
+  }
 
   // Starts a checkout that gives up after `wait`; it runs as far as it can at the next settle().
   // Its finishing is recorded in finished() when `record`.
@@ -118,6 +123,7 @@ class PoolTest : public ::testing::Test {
   }
 
   std::unique_ptr<Pool> pool_;
+  std::vector<std::unique_ptr<Pool>> more_pools_;
   asio::io_context io_;
   int next_tag_ = 0;
   std::vector<int> finished_;
@@ -393,6 +399,65 @@ TEST_F(PoolTest, MaintainReservesWarmUpSlots) {
   EXPECT_EQ(pool.maintain(Clock::now()).size(), 1u);  // and the next upkeep tries again
 }
 
+// max_user_connections: two pools of one user, each with room of its own, share a limit of 2.
+TEST_F(PoolTest, SharedLimitHoldsAcrossPoolsAndFreesForTheOther) {
+  auto limit = std::make_shared<SharedLimit>(SharedLimit::Kind::user, "u", 2);
+  Pool& a = add_pool("a", sized(5), {limit});
+  Pool& b = add_pool("b", sized(5), {limit});
+  Lease a1 = open(a);
+  Lease b1 = open(b);
+  auto waiting = start(b);
+  settle();
+  EXPECT_FALSE(waiting->done);
+  EXPECT_EQ(limit->stats().used, 2u);
+  EXPECT_EQ(limit->stats().waits, 1u);
+  EXPECT_EQ(b.stats().waiting, 1u);
+  a1.release(false);  // a server of the other pool closes: its unit goes to b's waiter
+  settle();
+  ASSERT_TRUE(waiting->done);
+  EXPECT_EQ(waiting->checkout.outcome, Pool::Outcome::connect);
+  EXPECT_EQ(limit->stats().used, 2u);
+  waiting->checkout.slot.failed("08006", "refused");
+  EXPECT_EQ(limit->stats().used, 1u);
+}
+
+// A server parked idle in one pool does not starve another pool of the same user: it is closed for it.
+TEST_F(PoolTest, SharedLimitClosesAnIdleServerOfAnotherPool) {
+  auto limit = std::make_shared<SharedLimit>(SharedLimit::Kind::user, "u", 1);
+  Pool& a = add_pool("a", sized(5), {limit});
+  Pool& b = add_pool("b", sized(5), {limit});
+  std::shared_ptr<FakeServer> parked;
+  open(a, &parked).release(true);
+  EXPECT_EQ(a.stats().idle, 1u);
+  auto waiting = start(b);
+  settle();
+  ASSERT_TRUE(waiting->done);
+  EXPECT_EQ(waiting->checkout.outcome, Pool::Outcome::connect);
+  EXPECT_TRUE(parked->closed);
+  EXPECT_EQ(a.stats().idle, 0u);
+  EXPECT_EQ(limit->stats().evictions, 1u);
+  EXPECT_EQ(limit->stats().used, 1u);
+}
+
+// max_db_connections beside max_user_connections: a pool counts against both; when the second refuses, the
+// unit of the first is given back.
+TEST_F(PoolTest, SharedLimitsRefusedTimeOutAndGiveBackPartialUnits) {
+  auto user = std::make_shared<SharedLimit>(SharedLimit::Kind::user, "u", 0);
+  auto db = std::make_shared<SharedLimit>(SharedLimit::Kind::database, "a", 1);
+  Pool& a = add_pool("a", sized(5), {user, db});
+  Lease held = open(a);
+  auto waiting = start(a, 20ms);
+  run_until(*waiting);
+  EXPECT_EQ(waiting->checkout.outcome, Pool::Outcome::timeout);
+  EXPECT_EQ(a.stats().wait_timeouts, 1u);
+  EXPECT_EQ(db->stats().waits, 1u);
+  EXPECT_EQ(user->stats().used, 1u);
+  EXPECT_EQ(db->stats().used, 1u);
+  // A raised limit (a reload) lets the next checkout connect.
+  db->set_max(2);
+  EXPECT_EQ(checkout_now(a).outcome, Pool::Outcome::connect);
+}
+
 // Two worker threads, each running an io_context full of sessions that take servers, open them (some
 // connects fail or are abandoned), use them and give them back every way there is, while the main thread
 // keeps warm-up slots coming: idle + active + connecting never exceeds `size`, nor do the servers open.
@@ -498,6 +563,62 @@ TEST(PoolThreads, BoundHoldsWithTwoWorkers) {
   EXPECT_EQ(open.load(), static_cast<int>(s.idle));
   pool.close_idle();
   EXPECT_EQ(open.load(), 0);
+}
+
+}  // namespace
+}  // namespace pgward::pool
+
+namespace pgward::pool {
+namespace {
+
+// max_user_connections under two workers: sessions on both threads take servers from two pools of one user
+// (each pool allowing 3) under a shared limit of 3; servers are kept idle, closed or evicted every which way.
+// The servers open never exceed the limit, and no session waits out its deadline.
+TEST(PoolThreads, SharedLimitHoldsWithTwoWorkers) {
+  constexpr std::uint32_t kLimit = 3;
+  auto limit = std::make_shared<SharedLimit>(SharedLimit::Kind::user, "u", kLimit);
+  Pool a("a", "u", sized(kLimit), {limit});
+  Pool b("b", "u", sized(kLimit), {limit});
+  std::atomic<int> open{0};
+  std::atomic<int> over{0};
+  std::atomic<int> timeouts{0};
+  std::atomic<int> left{40};
+  auto session = [&](int id) -> asio::awaitable<void> {
+    auto exec = co_await asio::this_coro::executor;
+    for (int round = 0; round < 40; ++round) {
+      Pool& pool = (id + round) % 3 == 0 ? a : b;
+      auto c = co_await pool.checkout(exec, Clock::now() + 5s);
+      if (c.outcome == Pool::Outcome::timeout) {
+        ++timeouts;
+        break;
+      }
+      Lease lease = c.outcome == Pool::Outcome::server
+                        ? std::move(c.lease)
+                        : c.slot.connected(std::make_shared<FakeServer>(&open));
+      if (open.load() > static_cast<int>(kLimit) || limit->stats().used > kLimit) ++over;
+      co_await asio::post(exec, asio::use_awaitable);
+      lease.release((id + round) % 4 != 0);
+    }
+    --left;
+  };
+  asio::io_context ca(1), cb(1);
+  for (int i = 0; i < 20; ++i) {
+    asio::co_spawn(ca, session(2 * i), asio::detached);
+    asio::co_spawn(cb, session(2 * i + 1), asio::detached);
+  }
+  std::thread ta([&] { ca.run(); });
+  std::thread tb([&] { cb.run(); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(left.load(), 0);
+  EXPECT_EQ(over.load(), 0);
+  EXPECT_EQ(timeouts.load(), 0);
+  EXPECT_GT(limit->stats().waits, 0u);  // the limit did bite
+  EXPECT_EQ(limit->stats().used, a.stats().idle + b.stats().idle);
+  a.close_idle();
+  b.close_idle();
+  EXPECT_EQ(open.load(), 0);
+  EXPECT_EQ(limit->stats().used, 0u);
 }
 
 }  // namespace
