@@ -164,6 +164,11 @@ std::string clients_json(proxy::Proxy& p) {
         .str("database", id.database)
         .str("user", id.user)
         .str("connected_at", iso_time(c->connected_at));
+    if (const auto tls = c->tls(); !tls.empty()) {
+      o.str("tls", tls);
+    } else {
+      o.raw("tls", "null");
+    }
     if (server) {
       o.num("server_id", server);
     } else {

@@ -31,6 +31,7 @@ bool server_owned(std::string_view name) {
 }  // namespace
 
 asio::awaitable<Session::LoginResult> Session::startup() {
+  if (!co_await detect_direct_tls()) co_return LoginResult::closed;
   for (;;) {
     auto r = pr::decode_startup(client_unread());
     if (r.status == pr::Status::need_more) {
@@ -51,7 +52,13 @@ asio::awaitable<Session::LoginResult> Session::startup() {
         co_await send_error(ss::kProtocolViolation, "received unencrypted data after SSL request", true);
         co_return LoginResult::closed;
       }
-      if (!co_await send_client("N")) co_return LoginResult::closed;
+      bool answered = false;
+      if (std::holds_alternative<pr::SslRequest>(r.message)) {
+        answered = co_await answer_ssl_request();
+      } else {
+        answered = co_await send_client("N");
+      }
+      if (!answered) co_return LoginResult::closed;
       continue;
     }
     if (auto* cancel = std::get_if<pr::CancelRequest>(&r.message)) {
@@ -90,6 +97,7 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
     co_return LoginResult::closed;
   }
   user_ = *user;
+  if (!co_await check_client_tls()) co_return LoginResult::closed;
   const std::string* dbname = sp.find("database");
   const std::string database = dbname && !dbname->empty() ? *dbname : user_;
 
