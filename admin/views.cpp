@@ -150,6 +150,9 @@ std::string pools_json(proxy::Proxy& p) {
   return join(items);
 }
 
+// A TLS description ("TLSv1.3 TLS_AES_256_GCM_SHA384") as JSON: null for a plain connection.
+std::string tls_json(const std::string& tls) { return tls.empty() ? "null" : json_string(tls); }
+
 std::string clients_json(proxy::Proxy& p) {
   std::vector<std::string> items;
   for (const auto& c : p.clients()) {
@@ -164,11 +167,7 @@ std::string clients_json(proxy::Proxy& p) {
         .str("database", id.database)
         .str("user", id.user)
         .str("connected_at", iso_time(c->connected_at));
-    if (const auto tls = c->tls(); !tls.empty()) {
-      o.str("tls", tls);
-    } else {
-      o.raw("tls", "null");
-    }
+    o.raw("tls", tls_json(c->tls()));
     if (server) {
       o.num("server_id", server);
     } else {
@@ -217,6 +216,7 @@ std::string servers_json(proxy::Proxy& p) {
                           .num("port", conn->target().port)
                           .num("idle_ms", idle_ms)
                           .raw("client_id", "null")
+                          .raw("tls", tls_json(conn->tls_description()))
                           .done());
     }
   }
