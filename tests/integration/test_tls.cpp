@@ -1,5 +1,6 @@
 // TLS towards clients ([client_tls]): each libpq sslmode against each pgward mode, client certificates,
 // PostgreSQL 17 direct TLS with ALPN, hostile input around the handshake, and the relay over TLS.
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -269,6 +270,55 @@ TEST(ClientTls, DirectTlsNeedsTlsEnabled) {
   EXPECT_EQ(out.find("direct 1"), std::string::npos) << out;
   Conn plain = pgward.connect();
   EXPECT_TRUE(plain.ok()) << plain.error();
+}
+
+// ---- reload ----
+
+// SIGHUP, then waits until pgward has counted a reload with RESULT ("ok" or "failed").
+void reload(const Pgward& pgward, const char* result, double expected) {
+  ASSERT_EQ(kill(pgward.pid(), SIGHUP), 0);
+  const std::string label = std::string("result=\"") + result + "\"";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const auto metrics = http(pgward.admin_port(), "GET", "/metrics").body;
+        return sample(metrics, "pgward_config_reloads_total", label) == expected;
+      },
+      10s))
+      << "no reload counted as " << result;
+}
+
+TEST(ClientTls, CertificateReloadKeepsConnectionsAndABadKeyKeepsTheOldFiles) {
+  const TlsFiles& f = tls_files();
+  const std::string live = unique_name("live");
+  const std::string cert = f.path(live + ".crt");
+  const std::string key = f.path(live + ".key");
+  write_text_file(cert, read_text_file(f.path("pgward.crt")));
+  write_text_file(key, read_text_file(f.path("pgward.key")));
+  PgwardConfig config;
+  config.databases +=
+      "\n[client_tls]\nmode = \"require\"\ncert_file = \"" + cert + "\"\nkey_file = \"" + key + "\"\n";
+  Pgward pgward(config);
+  Conn kept = Conn::connect(pgward.conninfo() + ssl_keywords("verify-ca"));
+  ASSERT_TRUE(kept.ok()) << kept.error();
+
+  // New files: a certificate from the other CA (rogue.crt serves as a server certificate here).
+  write_text_file(cert, read_text_file(f.path("rogue.crt")));
+  write_text_file(key, read_text_file(f.path("rogue.key")));
+  reload(pgward, "ok", 1);
+  EXPECT_EQ(query_value(kept, "SELECT 'kept across the reload'"), "kept across the reload");
+  Conn old_ca = Conn::connect(pgward.conninfo() + ssl_keywords("verify-ca"));
+  EXPECT_FALSE(old_ca.ok()) << "new handshakes use the new certificate";
+  Conn new_ca = Conn::connect(pgward.conninfo() + ssl_keywords("verify-ca", "", "other_ca.crt"));
+  EXPECT_TRUE(new_ca.ok()) << new_ca.error();
+
+  // A key that does not match: the reload fails and the running files stay.
+  write_text_file(key, read_text_file(f.path("client.key")));
+  reload(pgward, "failed", 1);
+  EXPECT_NE(pgward.log().find("does not match the certificate"), std::string::npos);
+  Conn still = Conn::connect(pgward.conninfo() + ssl_keywords("verify-ca", "", "other_ca.crt"));
+  EXPECT_TRUE(still.ok()) << still.error();
+  EXPECT_EQ(query_value(kept, "SELECT 'still kept'"), "still kept");
+  EXPECT_EQ(query_value(new_ca, "SELECT 'new kept'"), "new kept");
 }
 
 // ---- --check-config ----
