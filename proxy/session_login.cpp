@@ -167,18 +167,31 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   const bool usable = verifier != nullptr;
   pr::auth::ScramServer scram(usable ? *verifier
                                      : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
-  pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
+  // Over TLS, SCRAM-SHA-256-PLUS (tls-server-end-point) is offered first, as PostgreSQL does.
+  const std::string binding = client_.tls() ? client_.tls()->server_end_point() : std::string();
+  if (!binding.empty()) scram.set_channel_binding(binding);
+  if (binding.empty()) {
+    pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
+  } else {
+    pr::put_authentication_sasl(out, {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"});
+  }
   if (!co_await send_client(out)) co_return false;
 
   auto first = co_await read_client_message(kMaxLoginMessage);
   if (!first) co_return false;
   auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
-  if (!init || init->mechanism != "SCRAM-SHA-256") {
+  const bool plus = init && !binding.empty() && init->mechanism == "SCRAM-SHA-256-PLUS";
+  if (!init || (init->mechanism != "SCRAM-SHA-256" && !plus)) {
     co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism",
                         true);
     co_return false;
   }
   auto server_first = scram.handle_client_first(init->data);
+  if (server_first && scram.bound() != plus) {
+    // "-PLUS" without binding, or binding under the plain mechanism.
+    co_await send_error(ss::kProtocolViolation, "SCRAM channel binding negotiation error", true);
+    co_return false;
+  }
   if (!server_first) {
     co_await send_error(ss::kProtocolViolation, "malformed SCRAM message", true);
     co_return false;

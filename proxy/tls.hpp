@@ -89,6 +89,9 @@ class TlsStream {
   bool certificate_rejected() const;
   // The peer certificate's subject CN, and its SAN DNS names and e-mail addresses.
   std::vector<std::string> peer_names() const;
+  // tls-server-end-point channel binding data (RFC 5929): the hash of the certificate pgward showed, with
+  // the hash of its signature algorithm (SHA-256 in place of MD5 and SHA-1); "" when it cannot be had.
+  std::string server_end_point() const;
   SSL* native() const;
 
  private:

@@ -145,6 +145,28 @@ TEST(ClientTls, RelayCarriesLargeResultsAndCopyOverTls) {
   exec(conn, "DROP TABLE " + table);
 }
 
+TEST(ClientTls, ScramChannelBinding) {
+  PgwardConfig config = client_tls_config("prefer");
+  config.auth = "type = \"scram-sha-256\"\n";
+  config.users = "app = \"apppass\"\n";
+  Pgward pgward(config);
+  // Over TLS libpq picks SCRAM-SHA-256-PLUS (tls-server-end-point); require insists on it.
+  for (const char* binding : {"require", "prefer", "disable"}) {
+    Conn conn = Conn::connect(pgward.conninfo(kAppUser, kDatabase, kAppPassword) +
+                              ssl_keywords("verify-full") + " channel_binding=" + binding);
+    ASSERT_TRUE(conn.ok()) << "channel_binding=" << binding << ": " << conn.error();
+    EXPECT_EQ(query_value(conn, "SELECT current_user"), kAppUser);
+  }
+  // Without TLS there is nothing to bind to: libpq's require refuses pgward's plain SCRAM.
+  Conn plain = Conn::connect(pgward.conninfo(kAppUser, kDatabase, kAppPassword) +
+                             " sslmode=disable channel_binding=require");
+  EXPECT_FALSE(plain.ok());
+  Conn wrong = Conn::connect(pgward.conninfo(kAppUser, kDatabase, "wrong") + ssl_keywords("require") +
+                             " channel_binding=require");
+  EXPECT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.connect_sqlstate(), "28P01") << wrong.error();
+}
+
 // ---- hostile input around the handshake ----
 
 std::string gssenc_request() { return wire::u32(8) + wire::u32(80877104); }
