@@ -42,6 +42,7 @@ struct ClientRow {
   std::chrono::system_clock::time_point connected_at;
   std::optional<std::uint64_t> server_id;
   std::optional<std::string> pinned;
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384", empty for a plain connection
 };
 struct ServerRow {
   std::uint64_t id = 0;
@@ -49,6 +50,7 @@ struct ServerRow {
   std::optional<std::string> host;
   std::optional<std::int64_t> port, idle_ms;
   std::optional<std::uint64_t> client_id;
+  std::string tls;  // known for idle servers only; empty otherwise
 };
 std::vector<PoolRow> pool_rows(proxy::Proxy& proxy);
 std::vector<ClientRow> client_rows(proxy::Proxy& proxy);

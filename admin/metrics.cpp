@@ -142,6 +142,21 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
       counter(r, "pgward_config_reloads_total", "Configuration reloads (SIGHUP, POST /api/reload)");
   set_counter(reloads, {{"result", "ok"}}, st::get(g.reloads_ok));
   set_counter(reloads, {{"result", "failed"}}, st::get(g.reloads_failed));
+  auto& tls =
+      counter(r, "pgward_tls_handshakes_total",
+              "TLS handshakes, by side (client: towards clients; server: towards PostgreSQL) and result");
+  set_counter(tls, {{"side", "client"}, {"result", "ok"}}, st::get(g.tls_client_ok));
+  set_counter(tls, {{"side", "client"}, {"result", "failed"}}, st::get(g.tls_client_failed));
+  set_counter(tls, {{"side", "server"}, {"result", "ok"}}, st::get(g.tls_server_ok));
+  set_counter(tls, {{"side", "server"}, {"result", "failed"}}, st::get(g.tls_server_failed));
+  const auto contexts = p.tls();
+  auto& expiry = gauge(r, "pgward_tls_certificate_expiry_timestamp_seconds",
+                       "notAfter (Unix time) of the certificate pgward shows: to clients ([client_tls]), to "
+                       "servers ([server_tls] cert_file); absent when there is none");
+  if (contexts->client_cert_expiry() != 0)
+    expiry.Add({{"side", "client"}}).Set(static_cast<double>(contexts->client_cert_expiry()));
+  if (contexts->server_cert_expiry() != 0)
+    expiry.Add({{"side", "server"}}).Set(static_cast<double>(contexts->server_cert_expiry()));
   auto& admin_refused =
       counter(r, "pgward_admin_requests_refused_total",
               "Admin HTTP requests refused as ones a web browser could have been made to send, by reason");

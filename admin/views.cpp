@@ -180,6 +180,9 @@ std::string pools_json(proxy::Proxy& p) {
   return join(items);
 }
 
+// A TLS description ("TLSv1.3 TLS_AES_256_GCM_SHA384") as JSON: null for a plain connection.
+std::string tls_json(const std::string& tls) { return tls.empty() ? "null" : json_string(tls); }
+
 std::vector<ClientRow> client_rows(proxy::Proxy& p) {
   std::vector<ClientRow> rows;
   for (const auto& c : p.clients()) {
@@ -196,6 +199,7 @@ std::vector<ClientRow> client_rows(proxy::Proxy& p) {
     if (const auto server = c->server_id.load(std::memory_order_relaxed)) r.server_id = server;
     if (const auto pin = c->pin.load(std::memory_order_relaxed); pin != proxy::PinReason::none)
       r.pinned = proxy::to_string(pin);
+    r.tls = c->tls();
     rows.push_back(std::move(r));
   }
   return rows;
@@ -214,6 +218,7 @@ std::string clients_json(proxy::Proxy& p) {
         .str("connected_at", iso_time(r.connected_at));
     r.server_id ? o.num("server_id", *r.server_id) : o.raw("server_id", "null");
     r.pinned ? o.str("pinned", *r.pinned) : o.raw("pinned", "null");
+    o.raw("tls", tls_json(r.tls));
     items.push_back(o.done());
   }
   return join(items);
@@ -254,6 +259,7 @@ std::vector<ServerRow> server_rows(proxy::Proxy& p) {
       r.port = conn->target().port;
       r.idle_ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(pool::Clock::now() - s->idle_since).count();
+      r.tls = conn->tls_description();
       rows.push_back(std::move(r));
     }
   }
@@ -268,6 +274,7 @@ std::string servers_json(proxy::Proxy& p) {
     if (r.host) o.str("host", *r.host).num("port", *r.port);
     if (r.idle_ms) o.num("idle_ms", *r.idle_ms);
     r.client_id ? o.num("client_id", *r.client_id) : o.raw("client_id", "null");
+    o.raw("tls", tls_json(r.tls));
     items.push_back(o.done());
   }
   return join(items);

@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "config/tls_files.hpp"
 #include "protocol/auth.hpp"
 
 namespace pgward::config {
@@ -29,6 +30,7 @@ constexpr std::uint64_t kMaxMessageSize = 1u << 30;
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
 constexpr std::string_view kEnvPrefix = "env:";
 constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
+constexpr std::string_view kServerTlsPrefix = "server_tls_";  // [[database]] overrides of [server_tls] keys
 
 constexpr std::pair<std::string_view, PoolMode> kPoolModes[] = {{"session", PoolMode::session},
                                                                 {"transaction", PoolMode::transaction},
@@ -39,6 +41,11 @@ constexpr std::pair<std::string_view, CommitResolution> kCommitResolutions[] = {
     {"off", CommitResolution::off}, {"verify", CommitResolution::verify}};
 constexpr std::pair<std::string_view, SessionState> kSessionStates[] = {
     {"track", SessionState::track}, {"error", SessionState::error}, {"ignore", SessionState::ignore}};
+constexpr std::pair<std::string_view, TlsMode> kTlsModes[] = {
+    {"disable", TlsMode::disable}, {"allow", TlsMode::allow},         {"prefer", TlsMode::prefer},
+    {"require", TlsMode::require}, {"verify-ca", TlsMode::verify_ca}, {"verify-full", TlsMode::verify_full}};
+constexpr std::pair<std::string_view, TlsVersion> kTlsVersions[] = {{"TLSv1.2", TlsVersion::tls1_2},
+                                                                    {"TLSv1.3", TlsVersion::tls1_3}};
 constexpr std::pair<std::string_view, std::string_view> kLogLevels[] = {
     {"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}};
 
@@ -445,6 +452,60 @@ bool is_server_host(const std::string& host) {
   return host.starts_with('/') || is_ipv4(host) || is_ipv6(host) || is_host_name(host);
 }
 
+// Applies a TLS key (as named in [client_tls] / [server_tls]) to TLS; false when KEY is not one. File names
+// are resolved against the config file's folder.
+bool apply_tls_field(const Source& source, const Field& field, std::string_view key, TlsSettings& tls) {
+  auto file = [&](std::string& path, int& line) {
+    const std::string& value = source.string(field);
+    const auto dir = std::filesystem::path(source.path()).parent_path();
+    path = value.empty() ? std::string() : (dir / value).lexically_normal().string();
+    line = field.line;
+  };
+  if (key == "mode") {
+    tls.mode = source.choice(field, kTlsModes);
+  } else if (key == "cert_file") {
+    file(tls.cert_file, tls.cert_line);
+  } else if (key == "key_file") {
+    file(tls.key_file, tls.key_line);
+  } else if (key == "ca_file") {
+    file(tls.ca_file, tls.ca_line);
+  } else if (key == "min_protocol") {
+    tls.min_protocol = source.choice(field, kTlsVersions);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// What TLS settings need beyond their keys, and their files readable and consistent. CLIENT_SIDE:
+// [client_tls] (a certificate is needed to offer TLS at all, a CA to verify clients); else a server side (a
+// client certificate needs its key, and the other way round). WHERE names the table in messages, LINE is its
+// line.
+void check_tls(const Source& source, const TlsSettings& tls, bool client_side, const std::string& where,
+               int line) {
+  const bool verify = tls.mode == TlsMode::verify_ca || tls.mode == TlsMode::verify_full;
+  if (client_side && tls.mode != TlsMode::disable && (tls.cert_file.empty() || tls.key_file.empty())) {
+    source.fail(line, where + ": mode " + in_quotes(to_string(tls.mode)) + " needs cert_file and key_file");
+  }
+  if (client_side && verify && tls.ca_file.empty()) {
+    source.fail(line, where + ": mode " + in_quotes(to_string(tls.mode)) +
+                          " needs ca_file (the CA that signs client certificates)");
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    source.fail(tls.cert_file.empty() ? tls.key_line : tls.cert_line,
+                where + ": cert_file and key_file go together");
+  }
+  if (!tls.cert_file.empty()) {
+    if (auto why = tls_cert_problem(tls.cert_file)) source.fail(tls.cert_line, where + ".cert_file: " + *why);
+    if (auto why = tls_key_problem(tls.key_file, tls.cert_file)) {
+      source.fail(tls.key_line, where + ".key_file: " + *why);
+    }
+  }
+  if (!tls.ca_file.empty()) {
+    if (auto why = tls_cert_problem(tls.ca_file)) source.fail(tls.ca_line, where + ".ca_file: " + *why);
+  }
+}
+
 // Reads a whole config file into a Config. Tables are read in a fixed order ([pool] before [[database]],
 // whose settings start from it) regardless of where they appear in the file.
 class ConfigReader {
@@ -462,6 +523,8 @@ class ConfigReader {
     const toml::table* admin = nullptr;
     const toml::table* auth = nullptr;
     const toml::table* pool = nullptr;
+    const toml::table* client_tls = nullptr;
+    const toml::table* server_tls = nullptr;
     const Field* databases = nullptr;
     const std::vector<Field> fields = fields_of(root, "");
     for (const Field& field : fields) {
@@ -473,6 +536,10 @@ class ConfigReader {
         auth = &source_.table(field);
       } else if (field.key == "pool") {
         pool = &source_.table(field);
+      } else if (field.key == "client_tls") {
+        client_tls = &source_.table(field);
+      } else if (field.key == "server_tls") {
+        server_tls = &source_.table(field);
       } else if (field.key == "database") {
         databases = &field;
       } else {
@@ -483,9 +550,12 @@ class ConfigReader {
     if (admin) read_admin(*admin);
     read_auth(auth);
     if (pool) read_pool(*pool);
+    if (client_tls) read_tls(*client_tls, "client_tls", config_.client_tls);
+    if (server_tls) read_tls(*server_tls, "server_tls", config_.server_tls);
     if (databases) read_databases(*databases);
-    const bool any_query = !config_.auth_query.empty() ||
-                           std::ranges::any_of(config_.databases, [](const Database& d) { return !!d.auth_query; });
+    const bool any_query =
+        !config_.auth_query.empty() ||
+        std::ranges::any_of(config_.databases, [](const Database& d) { return !!d.auth_query; });
     if (any_query && config_.auth_query_user.empty()) {
       source_.fail(auth_line_, "an auth query needs auth.query_user, the role that runs it");
     }
@@ -634,6 +704,13 @@ class ConfigReader {
     }
   }
 
+  void read_tls(const toml::table& table, const std::string& name, TlsSettings& tls) {
+    for (const Field& field : fields_of(table, name)) {
+      if (!apply_tls_field(source_, field, field.key, tls)) unknown_key(source_, field);
+    }
+    check_tls(source_, tls, &tls == &config_.client_tls, name, line_of(table.source()));
+  }
+
   void read_pool(const toml::table& table) {
     PoolLines lines;
     for (const Field& field : fields_of(table, "pool")) {
@@ -669,6 +746,7 @@ class ConfigReader {
     Database database;
     database.line = line_of(table.source());
     database.pool = config_.pool;
+    database.server_tls = config_.server_tls;
     PoolLines lines;
     std::map<std::string, std::string> pool_keys_set;  // canonical key => name as written
     bool has_name = false;
@@ -692,6 +770,9 @@ class ConfigReader {
         database.password = source_.secret(field, source_.string(field));
       } else if (field.key == "auth_query") {
         database.auth_query = source_.non_empty_string(field);
+      } else if (field.key.starts_with(kServerTlsPrefix)) {
+        const std::string_view key = std::string_view(field.key).substr(kServerTlsPrefix.size());
+        if (!apply_tls_field(source_, field, key, database.server_tls)) unknown_key(source_, field);
       } else {
         if (field.key == "max_user_connections") {
           source_.fail(field,
@@ -713,6 +794,10 @@ class ConfigReader {
                    "takes no dbname");
     }
     if (database.dbname.empty()) database.dbname = database.name;
+    if (database.server_tls != config_.server_tls) {
+      check_tls(source_, database.server_tls, false, "database " + in_quotes(database.name) + " server_tls",
+                database.line);
+    }
     if (database.pool.min_size > database.pool.size) {
       source_.fail(lines.min_size != 0 ? lines.min_size
                    : lines.size != 0   ? lines.size
@@ -734,6 +819,13 @@ class ConfigReader {
 
 std::string_view to_string(PoolMode mode) {
   for (const auto& [name, value] : kPoolModes) {
+    if (value == mode) return name;
+  }
+  return "unknown";
+}
+
+std::string_view to_string(TlsMode mode) {
+  for (const auto& [name, value] : kTlsModes) {
     if (value == mode) return name;
   }
   return "unknown";

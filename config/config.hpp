@@ -33,7 +33,35 @@ enum class SessionState {
   ignore,  // nothing is tracked: state stays on the server for the next client (PgBouncer's behaviour)
 };
 
+// TLS modes, on either side: what PostgreSQL's sslmode means (libpq towards a server; towards clients, what a
+// client must do: disable = never TLS, allow/prefer = TLS when the client asks, require = TLS always,
+// verify-ca = TLS with a client certificate signed by ca_file, verify-full = and its CN is the user name).
+enum class TlsMode { disable, allow, prefer, require, verify_ca, verify_full };
+enum class TlsVersion { tls1_2, tls1_3 };
+
+// [client_tls] or one database's [server_tls] settings. File names are resolved against the config file's
+// folder; each *_line is where the key was set (0: not set), for errors about the file found later.
+struct TlsSettings {
+  TlsMode mode = TlsMode::disable;
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;  // "" = none (client side) or the system store (server side)
+  TlsVersion min_protocol = TlsVersion::tls1_2;
+  int cert_line = 0;
+  int key_line = 0;
+  int ca_line = 0;
+  bool operator==(const TlsSettings&) const = default;
+};
+
+// libpq's default towards servers: TLS when the server offers it.
+inline TlsSettings prefer_tls() {
+  TlsSettings tls;
+  tls.mode = TlsMode::prefer;
+  return tls;
+}
+
 std::string_view to_string(PoolMode);
+std::string_view to_string(TlsMode);
 std::string_view to_string(AuthType);
 std::string_view to_string(CommitResolution);
 std::string_view to_string(SessionState);
@@ -83,13 +111,14 @@ struct Database {
   std::string name;  // what clients put in dbname
   std::string host = "127.0.0.1";
   std::uint16_t port = 5432;
-  std::string dbname;                   // defaults to name
-  std::optional<std::string> user;      // log in to the server as this user instead of the client's
-  std::optional<std::string> password;  // server password, env:VAR already resolved
-  PoolSettings pool;                    // [pool] with this database's overrides applied
+  std::string dbname;                     // defaults to name
+  std::optional<std::string> user;        // log in to the server as this user instead of the client's
+  std::optional<std::string> password;    // server password, env:VAR already resolved
+  PoolSettings pool;                      // [pool] with this database's overrides applied
   std::optional<std::string> auth_query;  // overrides [auth] query for clients of this database
-  int line = 0;                         // where the [[database]] table starts, for messages
-  bool from_fallback = false;           // made by resolve_database() from the `*` entry
+  TlsSettings server_tls;                 // [server_tls] with this database's server_tls_* overrides applied
+  int line = 0;                           // where the [[database]] table starts, for messages
+  bool from_fallback = false;             // made by resolve_database() from the `*` entry
 };
 
 struct Config {
@@ -140,6 +169,10 @@ struct Config {
 
   // [pool] defaults (as written, before per-database overrides)
   PoolSettings pool;
+
+  // [client_tls]; [server_tls] as written (each database has its own copy with its overrides)
+  TlsSettings client_tls;
+  TlsSettings server_tls = prefer_tls();
 
   std::vector<Database> databases;
 

@@ -38,8 +38,9 @@ constexpr std::size_t kProcessKeyLen = 32;
 std::atomic<std::uint64_t> g_key_derivations{0};
 // c= attribute when no channel binding is used: base64 of the gs2 header (RFC 5802 section 7,
 // "channel-binding").
-constexpr std::string_view kCbindNone = "biws";         // base64("n,,")
-constexpr std::string_view kCbindUnsupported = "eSws";  // base64("y,,")
+constexpr std::string_view kCbindNone = "biws";                        // base64("n,,")
+constexpr std::string_view kCbindUnsupported = "eSws";                 // base64("y,,")
+constexpr std::string_view kCbindHeader = "p=tls-server-end-point,,";  // the only binding offered
 
 [[noreturn]] void fatal(const char* what) {
   std::fprintf(stderr, "pgward: fatal: %s failed\n", what);
@@ -472,13 +473,19 @@ std::optional<std::string> ScramServer::handle_client_first(std::string_view cli
   std::string server_nonce = std::move(nonce_);
   nonce_.clear();
 
-  // 'p' requests channel binding, which is never advertised (only "SCRAM-SHA-256", not "-PLUS"). An authzid
+  // 'p' requests channel binding, accepted only as tls-server-end-point and only when offered. An authzid
   // ("a=...") is rejected as PostgreSQL does: the role is the startup packet's user.
-  if (client_first.size() < 3 || (client_first[0] != 'n' && client_first[0] != 'y') ||
-      client_first[1] != ',' || client_first[2] != ',') {
+  std::size_t header = 3;
+  if (client_first.starts_with('p')) {
+    if (cbind_data_.empty() || !client_first.starts_with(kCbindHeader)) return std::nullopt;
+    header = kCbindHeader.size();
+  } else if (client_first.size() < 3 || (client_first[0] != 'n' && client_first[0] != 'y') ||
+             client_first[1] != ',' || client_first[2] != ',') {
     return std::nullopt;
+  } else if (client_first[0] == 'y' && !cbind_data_.empty()) {
+    return std::nullopt;  // the client thinks pgward cannot bind: someone took "-PLUS" off the offer
   }
-  std::string_view bare = client_first.substr(3);
+  std::string_view bare = client_first.substr(header);
   std::vector<std::string_view> attrs = split_attributes(bare);
   // The first attribute must be the user name: "m=" (mandatory extension) is refused, as no extension is
   // supported. The name itself is ignored (PostgreSQL docs: the client may send an empty one; the startup
@@ -511,8 +518,12 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
   if (attrs.size() < 3) return std::nullopt;
   // Without channel binding c= must be the base64 of the gs2 header the client sent; "y,," and "n,," differ
   // so that a downgrade from channel binding is detected (RFC 5802 section 6).
+  // With channel binding, c= is the base64 of the gs2 header followed by the binding data.
   auto cbind = attribute(attrs[0], 'c');
-  if (!cbind || *cbind != (cbind_flag_ == 'y' ? kCbindUnsupported : kCbindNone)) return std::nullopt;
+  const std::string expected = cbind_flag_ == 'p'   ? base64_encode(std::string(kCbindHeader) + cbind_data_)
+                               : cbind_flag_ == 'y' ? std::string(kCbindUnsupported)
+                                                    : std::string(kCbindNone);
+  if (!cbind || *cbind != expected) return std::nullopt;
   auto echoed_nonce = attribute(attrs[1], 'r');
   if (!echoed_nonce || *echoed_nonce != nonce) return std::nullopt;
   for (std::size_t i = 2; i + 1 < attrs.size(); ++i) {

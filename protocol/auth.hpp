@@ -90,8 +90,8 @@ struct ScramKeys {
   ScramKeys& operator=(const ScramKeys&) = default;
 };
 
-// Server side of one exchange (pgward authenticating a client). No channel binding is offered
-// (the proxy advertises only "SCRAM-SHA-256"), so the gs2 header must be "n,," or "y,,".
+// Server side of one exchange (pgward authenticating a client). Without set_channel_binding() the gs2 header
+// must be "n,," or "y,,"; with it, "p=tls-server-end-point,," is accepted too (SCRAM-SHA-256-PLUS).
 class ScramServer {
  public:
   explicit ScramServer(ScramVerifier verifier);
@@ -106,8 +106,16 @@ class ScramServer {
   std::optional<std::string> handle_client_final(std::string_view client_final);
   // After a successful handle_client_final: the keys for SCRAM pass-through (scram_keys); nullopt before.
   const std::optional<ScramKeys>& keys() const { return keys_; }
+  // Before handle_client_first: the connection is TLS and SCRAM-SHA-256-PLUS was offered, with this channel
+  // binding data (tls-server-end-point, RFC 5929: the hash of the certificate pgward showed). A client then
+  // may bind ("p=tls-server-end-point"), and one that says it could but thinks the server cannot ("y") is
+  // refused as a downgrade (RFC 5802 section 6).
+  void set_channel_binding(std::string data) { cbind_data_ = std::move(data); }
+  // The client bound the exchange to the channel.
+  bool bound() const { return cbind_flag_ == 'p'; }
 
  private:
+  std::string cbind_data_;
   ScramVerifier verifier_;
   std::optional<ScramKeys> keys_;
   std::string client_first_bare_;

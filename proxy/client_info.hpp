@@ -75,10 +75,20 @@ struct ClientInfo {
     std::lock_guard lock(mu_);
     return identity_;
   }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once a TLS handshake with the client succeeded; "" while plain.
+  void set_tls(std::string text) {
+    std::lock_guard lock(mu_);
+    tls_ = std::move(text);
+  }
+  std::string tls() const {
+    std::lock_guard lock(mu_);
+    return tls_;
+  }
 
  private:
   mutable std::mutex mu_;
   Identity identity_;
+  std::string tls_;
 };
 
 }  // namespace pgward::proxy

@@ -36,6 +36,9 @@ class ClientTracker {
 
   // The session's phase changed: moves the per-pool client gauges and what /api/clients shows.
   void set_phase(Phase phase);
+  void set_tls(std::string text) {
+    if (info_) info_->set_tls(std::move(text));
+  }
   // The server linked to the client (0: none), for /api/clients.
   void set_server(std::uint64_t server_id);
   // The client is held on its server for `reason` (PinReason::none: no longer): the pinned gauge, the pin

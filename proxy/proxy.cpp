@@ -40,9 +40,10 @@ std::optional<std::string> server_password(const config::Config& cfg, const conf
   return *secret;
 }
 
-ServerTarget make_target(const config::Config& cfg, const config::Database& db,
+ServerTarget make_target(const config::Config& cfg, const TlsContexts& tls, const config::Database& db,
                          const std::string& server_user) {
   ServerTarget t;
+  t.tls = server_tls_target(db, tls.server(db.server_tls));
   t.host = db.host;
   t.port = db.port;
   t.dbname = db.dbname.empty() ? db.name : db.dbname;
@@ -54,10 +55,12 @@ ServerTarget make_target(const config::Config& cfg, const config::Database& db,
 
 // Opens one server towards a pool's min_size on a slot maintain() reserved, for the idle list. A failure is
 // reported on the slot, which then goes to the next waiter.
-asio::awaitable<void> warm_up(PoolEntry* e, pool::ConnectSlot slot) {
+asio::awaitable<void> warm_up(Proxy& proxy, PoolEntry* e, pool::ConnectSlot slot) {
   auto server = std::make_shared<ServerConn>(co_await asio::this_coro::executor);
   const ServerTarget target = e->target();
-  if (auto err = co_await server->login(target)) {
+  auto err = co_await server->login(target);
+  if (auto tls = server->tls_handshake()) proxy.count_tls_handshake(TlsSide::server, *tls);
+  if (err) {
     spdlog::warn("warming pool {}/{}: {}", e->pool.database(), e->pool.user(), err->message);
     slot.failed(err->sqlstate, err->message);
     co_return;
@@ -78,7 +81,9 @@ asio::ip::tcp::endpoint resolve_listen(const config::Endpoint& ep) {
 }  // namespace
 
 Proxy::Proxy(std::shared_ptr<const config::Config> config, std::string config_path)
-    : config_path_(std::move(config_path)), config_(std::move(config)) {
+    : config_path_(std::move(config_path)),
+      config_(std::move(config)),
+      tls_(std::make_shared<const TlsContexts>(*config_)) {
   for (std::uint32_t i = 1; i < config_->workers; ++i)
     workers_.push_back(std::make_unique<asio::io_context>(1));
   if (!workers_.empty()) workers_.insert(workers_.begin(), nullptr);  // slot 0 is main_
@@ -93,6 +98,11 @@ std::shared_ptr<const config::Config> Proxy::config() const {
   return config_;
 }
 
+std::shared_ptr<const TlsContexts> Proxy::tls() const {
+  std::lock_guard lock(config_mu_);
+  return tls_;
+}
+
 asio::io_context& Proxy::next_worker() {
   if (workers_.empty()) return main_;
   const std::size_t i = next_worker_++ % workers_.size();
@@ -105,6 +115,7 @@ PoolEntry* Proxy::pool_for(const config::Database& db, const std::string& client
   const auto key = std::pair{db.name, server_user};
   if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
   auto cfg = config();
+  auto contexts = tls();
   if (db.from_fallback && !fallback_databases_.contains(db.name)) {
     if (fallback_databases_.size() >= cfg->max_fallback_databases) {
       stats::add(stats_.clients_refused_max_fallback);
@@ -124,7 +135,8 @@ PoolEntry* Proxy::pool_for(const config::Database& db, const std::string& client
       db_limit = std::make_shared<pool::SharedLimit>(pool::SharedLimit::Kind::database, db.name,
                                                      db.pool.max_db_connections);
     }
-    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool, make_target(*cfg, db, server_user),
+    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool,
+                                       make_target(*cfg, *contexts, db, server_user),
                                        std::vector{user_limit, db_limit});
     std::lock_guard pause_lock(pause_mu_);
     if (is_paused_locked(db.name)) slot->pool.pause();
@@ -246,7 +258,7 @@ void Proxy::start_upkeep() {
           for (PoolEntry* e : entries) {
             if (draining_) break;
             for (pool::ConnectSlot& slot : e->pool.maintain(now))
-              asio::co_spawn(next_worker(), warm_up(e, std::move(slot)), asio::detached);
+              asio::co_spawn(next_worker(), warm_up(*this, e, std::move(slot)), asio::detached);
           }
         }
       },
@@ -255,9 +267,12 @@ void Proxy::start_upkeep() {
 
 ReloadResult Proxy::reload() {
   std::shared_ptr<const config::Config> fresh;
+  std::shared_ptr<const TlsContexts> fresh_tls;
   try {
     fresh = std::make_shared<const config::Config>(config::load_config(config_path_, config().get()));
-  } catch (const config::ConfigError& e) {
+    // Certificates and keys are read again on every reload; a file that cannot be used keeps the old ones.
+    fresh_tls = std::make_shared<const TlsContexts>(*fresh);
+  } catch (const std::exception& e) {
     stats::add(stats_.reloads_failed);
     spdlog::error("reload failed, keeping the running configuration: {}", e.what());
     return {false, e.what()};
@@ -268,6 +283,7 @@ ReloadResult Proxy::reload() {
     if (fresh->admin_listen != config_->admin_listen)
       spdlog::warn("reload: [admin] listen changes need a restart");
     config_ = fresh;
+    tls_ = fresh_tls;
   }
   {
     std::lock_guard lock(pools_mu_);
@@ -275,7 +291,7 @@ ReloadResult Proxy::reload() {
       if (const auto db = fresh->resolve_database(key.first)) {
         entry->removed = false;
         entry->pool.update_settings(db->pool);
-        entry->set_target(make_target(*fresh, *db, key.second));
+        entry->set_target(make_target(*fresh, *fresh_tls, *db, key.second));
       } else if (!entry->removed.exchange(true)) {
         // Gone from the file: clients already in keep their server pool until they leave, but nothing stays
         // warm and idle servers close at the next upkeep.

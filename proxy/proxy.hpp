@@ -22,6 +22,7 @@
 #include "proxy/console.hpp"
 #include "proxy/server_conn.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/tls.hpp"
 
 namespace pgward::proxy {
 
@@ -93,6 +94,15 @@ class Proxy {
   int run();
 
   std::shared_ptr<const config::Config> config() const;
+  // The TLS contexts of the running configuration (swapped with it on a reload).
+  std::shared_ptr<const TlsContexts> tls() const;
+  void count_tls_handshake(TlsSide side, bool ok) {
+    if (side == TlsSide::client) {
+      stats::add(ok ? stats_.tls_client_ok : stats_.tls_client_failed);
+    } else {
+      stats::add(ok ? stats_.tls_server_ok : stats_.tls_server_failed);
+    }
+  }
   // The pool for (database, server user), created on first use; null when `db` comes from the `*` fallback
   // and max_fallback_databases other names already have pools.
   PoolEntry* pool_for(const config::Database& db, const std::string& client_user);
@@ -156,6 +166,7 @@ class Proxy {
   const std::string config_path_;
   mutable std::mutex config_mu_;
   std::shared_ptr<const config::Config> config_;
+  std::shared_ptr<const TlsContexts> tls_;
 
   // Run by one thread only (workers get their own): lets Asio keep completions in a thread-private queue.
   boost::asio::io_context main_{1};

@@ -39,7 +39,7 @@ void ServerConn::close() {
   boost::system::error_code ec;
   if (socket_.is_open()) {
     // Terminate lets PostgreSQL end the backend at once instead of noticing the EOF later.
-    if (rpos == rend) {
+    if (rpos == rend && !tls_) {
       static constexpr char kTerminate[] = {'X', 0, 0, 0, 4};
       ::send(socket_.native_handle(), kTerminate, sizeof kTerminate, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
@@ -71,8 +71,15 @@ asio::awaitable<bool> ServerConn::fill() {
     rpos = 0;
   }
   if (rend == rbuf.size()) co_return false;  // no room: a caller asked for more than the buffer holds
-  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(rbuf.data() + rend, rbuf.size() - rend),
-                                                  as_tuple(asio::deferred));
+  const auto space = asio::buffer(rbuf.data() + rend, rbuf.size() - rend);
+  // (No co_await inside ?: here or below: GCC 12 miscompiles it.)
+  std::tuple<boost::system::error_code, std::size_t> got;
+  if (tls_) {
+    got = co_await tls_->read_some(space);
+  } else {
+    got = co_await socket_.async_read_some(space, as_tuple(asio::deferred));
+  }
+  auto [ec, n] = got;
   if (ec) co_return false;
   rend += n;
   co_return true;
@@ -91,8 +98,13 @@ asio::awaitable<std::optional<pr::Message>> ServerConn::read_message() {
 }
 
 asio::awaitable<bool> ServerConn::write(std::string_view bytes) {
-  auto [ec, n] =
-      co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), as_tuple(asio::deferred));
+  const auto data = asio::buffer(bytes.data(), bytes.size());
+  boost::system::error_code ec;
+  if (tls_) {
+    std::tie(ec, std::ignore) = co_await tls_->write(data);
+  } else {
+    std::tie(ec, std::ignore) = co_await asio::async_write(socket_, data, as_tuple(asio::deferred));
+  }
   co_return !ec;
 }
 
@@ -180,6 +192,21 @@ std::string set_statement(std::string_view name, std::string_view value) {
 
 asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget& target) {
   target_ = target;
+  const config::TlsMode mode = target.tls.mode;
+  const bool tls_first = mode != config::TlsMode::disable && mode != config::TlsMode::allow;
+  auto err = co_await login_once(target, tls_first);
+  if (err && mode == config::TlsMode::allow && err->sqlstate.starts_with("28")) {
+    // libpq's "allow": plain first, TLS when the server refused that (pg_hba.conf hostssl, say).
+    tls_.reset();
+    boost::system::error_code ec;
+    socket_.close(ec);
+    rpos = rend = 0;
+    err = co_await login_once(target, true);
+  }
+  co_return err;
+}
+
+asio::awaitable<std::optional<ProxyError>> ServerConn::login_once(const ServerTarget& target, bool tls) {
   const std::string where = target.host + ":" + std::to_string(target.port);
   auto fail = [&](std::string_view what) {
     return ProxyError{std::string(ss::kConnectionFailure),
@@ -200,6 +227,16 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
   if (auto [cec, ep] = std::get<0>(connect_result); cec) co_return fail(cec.message());
   boost::system::error_code nec;
   socket_.set_option(tcp::no_delay(true), nec);  // a failure only costs latency
+
+  if (tls) {
+    deadline.expires_after(target.connect_timeout);
+    auto tls_result = co_await (negotiate_tls(target) || deadline.async_wait(as_tuple(use_awaitable)));
+    if (tls_result.index() == 1) {
+      tls_handshake_ = false;
+      co_return fail("timeout expired during the TLS handshake");
+    }
+    if (auto err = std::get<0>(tls_result)) co_return err;
+  }
 
   std::string out;
   pr::put_startup_packet(out, {{"user", target.user}, {"database", target.dbname}});

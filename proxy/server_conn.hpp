@@ -14,12 +14,22 @@
 #include "protocol/auth.hpp"
 #include "protocol/codec.hpp"
 #include "proxy/prepared.hpp"
+#include "proxy/tls.hpp"
 
 namespace pgward::proxy {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using Params = pool::Pool::Params;
+
+// How to reach a server over TLS: libpq's sslmode, the context (null for "disable") and what to verify.
+struct ServerTls {
+  config::TlsMode mode = config::TlsMode::disable;
+  std::shared_ptr<asio::ssl::context> context;
+  TlsPeerCheck check;
+};
+// [server_tls] as one database has it, with its context from `context`.
+ServerTls server_tls_target(const config::Database& db, std::shared_ptr<asio::ssl::context> context);
 
 // Where and as whom to log in.
 struct ServerTarget {
@@ -31,6 +41,7 @@ struct ServerTarget {
   // SCRAM pass-through when there is no password: the keys of this user's last SCRAM login to pgward.
   std::optional<protocol::auth::ScramKeys> scram_keys;
   std::chrono::milliseconds connect_timeout{5000};
+  ServerTls tls;
 };
 
 // An error for the client: SQLSTATE plus text (from the server's ErrorResponse or made by the proxy).
@@ -92,6 +103,10 @@ class ServerConn final : public pool::Server {
 
   // Connects and logs in; on success the server is idle ('I') and params/backend_key are filled.
   asio::awaitable<std::optional<ProxyError>> login(const ServerTarget& target);
+  // Whether the last login's TLS handshake succeeded; nullopt when none was tried.
+  std::optional<bool> tls_handshake() const { return tls_handshake_; }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the link is TLS, else "".
+  std::string tls_description() const;
 
   // Runs one simple query whose output is only ParameterStatus/CommandComplete/notices (SET, RESET, DISCARD
   // ALL, ROLLBACK) and reads up to its ReadyForQuery; reported parameters update `params` and, when given,
@@ -114,8 +129,15 @@ class ServerConn final : public pool::Server {
 
  private:
   asio::awaitable<std::optional<ProxyError>> authenticate();
+  // One attempt: connect, TLS (when `tls`), startup, authentication, all bounded by the connect timeout.
+  asio::awaitable<std::optional<ProxyError>> login_once(const ServerTarget& target, bool tls);
+  // SSLRequest and the handshake (server_tls.cpp). nullopt when the link may go on: TLS, or plain when the
+  // server said 'N' to a "prefer".
+  asio::awaitable<std::optional<ProxyError>> negotiate_tls(const ServerTarget& target);
 
   tcp::socket socket_;
+  std::unique_ptr<TlsStream> tls_;  // refers to socket_
+  std::optional<bool> tls_handshake_;
   std::uint64_t id_;
   ServerTarget target_;
   protocol::CancelRequest backend_key_{};

@@ -21,9 +21,9 @@ using asio::use_awaitable;
 Session::Session(Proxy& proxy, tcp::socket socket, std::uint64_t id)
     : proxy_(proxy), client_(std::move(socket)), id_(id) {
   boost::system::error_code ec;
-  auto ep = client_.remote_endpoint(ec);
+  auto ep = client_.socket().remote_endpoint(ec);
   peer_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
-  client_.set_option(tcp::no_delay(true), ec);
+  client_.socket().set_option(tcp::no_delay(true), ec);
 }
 
 Session::~Session() {
@@ -40,6 +40,7 @@ void Session::start() {
 
 asio::awaitable<void> Session::run() {
   spdlog::info("client {} connected from {}", id_, peer_);
+  tls_ = proxy_.tls();
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer deadline(client_.get_executor(), proxy_.config()->client_login_timeout);
   auto started = co_await (startup() || deadline.async_wait(as_tuple(use_awaitable)));

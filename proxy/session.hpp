@@ -12,6 +12,7 @@
 //   session.cpp                life cycle: run, transition, link/unlink, cancel, drain, timers
 //   session_client.cpp         the client socket: its buffer, reads, writes, errors, the stall deadline
 //   session_login.cpp          startup, authentication, the welcome
+//   session_tls.cpp            TLS towards the client: SSLRequest, direct TLS, what [client_tls] requires
 //   session_checkout.cpp       a server from the pool, connect retries, the client's settings on it
 //   session_statements.cpp     prepared statements: per-client names on shared servers
 //   session_relay_client.cpp   client -> server: client_loop, one client message at a time
@@ -37,6 +38,7 @@
 #include "protocol/response_queue.hpp"
 #include "protocol/sql_text.hpp"
 #include "protocol/txn_gate.hpp"
+#include "proxy/client_stream.hpp"
 #include "proxy/client_tracker.hpp"
 #include "proxy/prepared.hpp"
 #include "proxy/proxy.hpp"
@@ -166,6 +168,17 @@ class Session : public std::enable_shared_from_this<Session> {
   // One client message of a console session; false when the session ends.
   asio::awaitable<bool> console_message(const protocol::Message& msg);
   asio::awaitable<bool> console_send(std::string bytes);
+  // ---- TLS towards the client (session_tls.cpp) ----
+  // PostgreSQL 17 direct TLS: a client whose first byte opens a TLS handshake instead of a startup packet.
+  // Runs the handshake when it does; false when the connection is to end.
+  asio::awaitable<bool> detect_direct_tls();
+  // The answer to an SSLRequest: 'S' and the handshake when [client_tls] allows TLS, else 'N'.
+  asio::awaitable<bool> answer_ssl_request();
+  asio::awaitable<bool> accept_tls(bool direct);
+  // What [client_tls] mode asks of a client that sent its startup packet: TLS (require), a verified
+  // certificate (verify-ca), one that names the user (verify-full). Sends the FATAL and returns false when
+  // the client falls short.
+  asio::awaitable<bool> check_client_tls();
 
   // ---- checkout (session_checkout.cpp) ----
   // Takes a server from the pool (connecting one if a slot is free) and brings its session state in line with
@@ -182,6 +195,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // ---- the client socket (session_client.cpp) ----
   asio::awaitable<bool> fill_client();
+  asio::awaitable<bool> fill_client_tls_idle();
   asio::awaitable<std::optional<protocol::Message>> read_client_message(std::uint32_t max_length);
   asio::awaitable<bool> send_client(std::string_view bytes);
   asio::awaitable<void> send_error(std::string_view sqlstate, std::string_view message, bool fatal,
@@ -311,7 +325,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> wait_resolved();
 
   Proxy& proxy_;
-  tcp::socket client_;
+  ClientStream client_;
+  std::shared_ptr<const TlsContexts> tls_;  // the contexts in force when the client connected
   const std::uint64_t id_;
   std::string peer_;
   Phase phase_ = Phase::login;

@@ -22,8 +22,11 @@ namespace {
 
 // Connect failures worth retrying: the server is unreachable, starting up, shutting down or full. A refused
 // login (bad password, unknown database) is not.
+// 08001: the server's TLS answer or certificate refused by [server_tls] (server_tls.cpp), which no retry
+// changes.
 bool retryable(std::string_view sqlstate) {
-  return sqlstate.starts_with("08") || sqlstate == ss::kAdminShutdown || sqlstate == ss::kCannotConnectNow ||
+  return (sqlstate.starts_with("08") && sqlstate != ss::kSqlclientUnableToEstablishSqlconnection) ||
+         sqlstate == ss::kAdminShutdown || sqlstate == ss::kCannotConnectNow ||
          sqlstate == ss::kCrashShutdown || sqlstate == ss::kTooManyConnections;
 }
 
@@ -78,6 +81,7 @@ asio::awaitable<pool::Lease> Session::connect(pool::ConnectSlot slot, pool::Cloc
   for (std::uint32_t attempt = 0;; ++attempt) {
     auto server = std::make_shared<ServerConn>(exec);
     auto err = co_await server->login(target);
+    if (auto tls = server->tls_handshake()) proxy_.count_tls_handshake(TlsSide::server, *tls);
     if (!err) {
       auto lease = slot.connected(server);
       pool_->pool.set_server_params(server->params);

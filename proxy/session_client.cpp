@@ -92,8 +92,12 @@ asio::awaitable<bool> Session::fill_client() {
     // Idle client: hold no buffer while waiting, so that thousands of idle clients cost little memory. (A
     // swap: assigning an empty string keeps the old allocation in libstdc++.)
     std::string().swap(cbuf_);
+    if (client_.tls()) {
+      const bool ok = co_await fill_client_tls_idle();
+      co_return ok;
+    }
     reading_client_ = true;
-    auto [wec] = co_await client_.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+    auto [wec] = co_await client_.socket().async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
     reading_client_ = false;
     if (wec) co_return false;
   }
@@ -113,8 +117,15 @@ asio::awaitable<bool> Session::fill_client() {
   client_want_ = 0;
   if (cend_ == cbuf_.size()) co_return false;
   reading_client_ = true;
-  auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_),
-                                                  as_tuple(asio::deferred));
+  const auto space = asio::buffer(cbuf_.data() + cend_, cbuf_.size() - cend_);
+  // (No co_await inside ?: here or in send_client(): GCC 12 miscompiles it.)
+  std::tuple<boost::system::error_code, std::size_t> got;
+  if (client_.tls()) {
+    got = co_await client_.tls()->read_some(space);
+  } else {
+    got = co_await client_.socket().async_read_some(space, as_tuple(asio::deferred));
+  }
+  auto [ec, n] = got;
   reading_client_ = false;
   if (ec) co_return false;
   cend_ += n;
@@ -137,9 +148,32 @@ asio::awaitable<std::optional<pr::Message>> Session::read_client_message(std::ui
   }
 }
 
+asio::awaitable<bool> Session::fill_client_tls_idle() {
+  // The socket's readiness says nothing of bytes OpenSSL has already taken off it, so an idle TLS client is
+  // waited for with a one-byte read; the buffer is allocated once that byte is in.
+  char first = 0;
+  reading_client_ = true;
+  auto [ec, n] = co_await client_.tls()->read_some(asio::buffer(&first, 1));
+  reading_client_ = false;
+  if (ec || n == 0) co_return false;
+  cbuf_.resize(kClientBufferSize);
+  cbuf_[0] = first;
+  cend_ = 1;
+  track_.received(1);
+  co_return true;
+}
+
 asio::awaitable<bool> Session::send_client(std::string_view bytes) {
-  auto [ec, n] =
-      co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), as_tuple(asio::deferred));
+  const auto data = asio::buffer(bytes.data(), bytes.size());
+  TlsStream* tls = client_.tls();
+  if (tls && !tls->established()) co_return false;  // a handshake that failed or was cut short
+  std::tuple<boost::system::error_code, std::size_t> done;
+  if (tls) {
+    done = co_await tls->write(data);
+  } else {
+    done = co_await asio::async_write(client_.socket(), data, as_tuple(asio::deferred));
+  }
+  auto [ec, n] = done;
   track_.sent(n);
   co_return !ec;
 }
@@ -157,7 +191,6 @@ asio::awaitable<void> Session::send_error(std::string_view sqlstate, std::string
   co_await send_client(out);
   if (fatal) {
     boost::system::error_code ec;
-    client_.shutdown(tcp::socket::shutdown_both, ec);
     client_.close(ec);
   }
 }

@@ -43,6 +43,7 @@ stats::AuthFailure why_refused(const std::string* secret, pr::auth::SecretKind u
 }  // namespace
 
 asio::awaitable<Session::LoginResult> Session::startup() {
+  if (!co_await detect_direct_tls()) co_return LoginResult::closed;
   for (;;) {
     auto r = pr::decode_startup(client_unread());
     if (r.status == pr::Status::need_more) {
@@ -63,7 +64,13 @@ asio::awaitable<Session::LoginResult> Session::startup() {
         co_await send_error(ss::kProtocolViolation, "received unencrypted data after SSL request", true);
         co_return LoginResult::closed;
       }
-      if (!co_await send_client("N")) co_return LoginResult::closed;
+      bool answered = false;
+      if (std::holds_alternative<pr::SslRequest>(r.message)) {
+        answered = co_await answer_ssl_request();
+      } else {
+        answered = co_await send_client("N");
+      }
+      if (!answered) co_return LoginResult::closed;
       continue;
     }
     if (auto* cancel = std::get_if<pr::CancelRequest>(&r.message)) {
@@ -102,6 +109,7 @@ asio::awaitable<Session::LoginResult> Session::accept_startup(pr::StartupPacket&
     co_return LoginResult::closed;
   }
   user_ = *user;
+  if (!co_await check_client_tls()) co_return LoginResult::closed;
   const std::string* dbname = sp.find("database");
   const std::string database = dbname && !dbname->empty() ? *dbname : user_;
 
@@ -198,19 +206,33 @@ asio::awaitable<bool> Session::authenticate_scram(std::string& out, const std::s
   const bool usable = verifier != nullptr;
   pr::auth::ScramServer scram(usable ? *verifier
                                      : pr::auth::mock_scram_verifier(pr::auth::process_auth_key(), user_));
-  pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
+  // Over TLS, SCRAM-SHA-256-PLUS (tls-server-end-point) is offered first, as PostgreSQL does.
+  const std::string binding = client_.tls() ? client_.tls()->server_end_point() : std::string();
+  if (!binding.empty()) scram.set_channel_binding(binding);
+  if (binding.empty()) {
+    pr::put_authentication_sasl(out, {"SCRAM-SHA-256"});
+  } else {
+    pr::put_authentication_sasl(out, {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"});
+  }
   if (!co_await send_client(out)) co_return false;
 
   auto first = co_await read_client_message(kMaxLoginMessage);
   if (!first) co_return false;
   auto init = first->type == pr::fe::kPassword ? pr::parse_sasl_initial_response(first->body) : std::nullopt;
-  if (!init || init->mechanism != "SCRAM-SHA-256") {
+  const bool plus = init && !binding.empty() && init->mechanism == "SCRAM-SHA-256-PLUS";
+  if (!init || (init->mechanism != "SCRAM-SHA-256" && !plus)) {
     count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "client selected an invalid SASL authentication mechanism",
                         true);
     co_return false;
   }
   auto server_first = scram.handle_client_first(init->data);
+  if (server_first && scram.bound() != plus) {
+    // "-PLUS" without binding, or binding under the plain mechanism.
+    count_failure(proxy_, stats::AuthFailure::protocol);
+    co_await send_error(ss::kProtocolViolation, "SCRAM channel binding negotiation error", true);
+    co_return false;
+  }
   if (!server_first) {
     count_failure(proxy_, stats::AuthFailure::protocol);
     co_await send_error(ss::kProtocolViolation, "malformed SCRAM message", true);

@@ -165,6 +165,11 @@ struct GlobalStats {
   Counter commit_unknown{0};           // 08007 sent to a client
   Counter reloads_ok{0};
   Counter reloads_failed{0};
+  // TLS handshakes towards clients and towards servers, by outcome.
+  Counter tls_client_ok{0};
+  Counter tls_client_failed{0};
+  Counter tls_server_ok{0};
+  Counter tls_server_failed{0};
   std::atomic<double> last_reload_success_time{0};  // Unix time
   std::atomic<double> start_time{0};
   ErrorCounts errors;

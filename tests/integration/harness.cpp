@@ -1020,3 +1020,21 @@ TestRole::~TestRole() {
 }
 
 }  // namespace pgward::it
+
+// ---------------------------------------------------------------------------------------------------------------
+// For suites that run programs of their own (tls_env.cpp)
+
+namespace pgward::it {
+
+std::string read_text_file(const std::string& path) { return read_file(path); }
+void write_text_file(const std::string& path, const std::string& text) { write_file(path, text); }
+std::string make_temp_directory(const char* prefix) { return make_temp_dir(prefix); }
+int run_program(const std::vector<std::string>& argv, const std::string& log_path) {
+  return run_command(argv, log_path);
+}
+std::vector<std::string> postgres_user_argv(std::vector<std::string> argv) {
+  return as_postgres_user(std::move(argv));
+}
+std::string postgres_program(const char* name) { return pg_program(name); }
+
+}  // namespace pgward::it

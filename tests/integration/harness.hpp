@@ -202,6 +202,16 @@ long rss_kib(pid_t pid);
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.
 pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);
 
+// For suites that run programs of their own (a second PostgreSQL, openssl): files, a temporary directory,
+// a program run to its end (its exit status as waitpid() gives it, -1 after 120 s), PostgreSQL's programs as
+// the postgres user.
+std::string read_text_file(const std::string& path);
+void write_text_file(const std::string& path, const std::string& text);
+std::string make_temp_directory(const char* prefix);
+int run_program(const std::vector<std::string>& argv, const std::string& log_path);
+std::vector<std::string> postgres_user_argv(std::vector<std::string> argv);
+std::string postgres_program(const char* name);
+
 // ---------------------------------------------------------------------------------------------------------------
 // pgward
 

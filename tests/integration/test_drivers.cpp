@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "tls_env.hpp"
 
 extern char** environ;
 
@@ -163,9 +164,35 @@ std::string find_in_path(const std::string& name) {
   return "";
 }
 
-PgwardConfig transaction_pool(int size) {
-  return PgwardConfig{.pool = "mode = \"transaction\"\nsize = " + std::to_string(size) + "\n"};
+// With `tls`, clients must use TLS ([client_tls] mode = "require", pgward's certificate from the test CA).
+PgwardConfig transaction_pool(int size, bool tls = false) {
+  PgwardConfig config{.pool = "mode = \"transaction\"\nsize = " + std::to_string(size) + "\n"};
+  if (tls) {
+    const TlsFiles& f = tls_files();
+    config.databases += "\n[client_tls]\nmode = \"require\"\ncert_file = \"" + f.path("pgward.crt") +
+                        "\"\nkey_file = \"" + f.path("pgward.key") + "\"\n";
+  }
+  return config;
 }
+
+// The drivers' own TLS settings, from the environment while one lives: libpq (psycopg) reads PGSSLMODE and
+// PGSSLROOTCERT, node-postgres PGSSLMODE (and Node NODE_EXTRA_CA_CERTS), JdbcTest.java both.
+struct VerifyFullEnvironment {
+  explicit VerifyFullEnvironment(bool on) : on(on) {
+    if (!on) return;
+    const std::string ca = tls_files().path("ca.crt");
+    setenv("PGSSLMODE", "verify-full", 1);
+    setenv("PGSSLROOTCERT", ca.c_str(), 1);
+    setenv("NODE_EXTRA_CA_CERTS", ca.c_str(), 1);
+  }
+  ~VerifyFullEnvironment() {
+    if (!on) return;
+    for (const char* name : {"PGSSLMODE", "PGSSLROOTCERT", "NODE_EXTRA_CA_CERTS"}) unsetenv(name);
+  }
+  VerifyFullEnvironment(const VerifyFullEnvironment&) = delete;
+  VerifyFullEnvironment& operator=(const VerifyFullEnvironment&) = delete;
+  const bool on;
+};
 
 std::vector<std::string> connection_args(const Pgward& pgward) {
   return {std::to_string(pgward.port()), kTrustUser, kDatabase};
@@ -199,7 +226,7 @@ struct TempDir {
 
 // psycopg 3: 20 threads with autoprepare (_pg3_N after 5 runs), pipeline mode with a failing statement,
 // transactions with committed and rolled back inserts.
-TEST(Drivers, Psycopg3DefaultSettings) {
+void psycopg3(bool tls) {
   const auto deadline = Clock::now() + kTestBudget;
   const fs::path script = drivers_dir() / "psycopg_test.py";
   ASSERT_TRUE(fs::exists(script)) << script << " is missing";
@@ -211,17 +238,21 @@ TEST(Drivers, Psycopg3DefaultSettings) {
                           << probe.describe() << "\n"
                           << probe.output;
 
-  Pgward pgward(transaction_pool(2));
+  Pgward pgward(transaction_pool(2, tls));
   std::vector<std::string> argv{python, script.string()};
   for (auto& a : connection_args(pgward)) argv.push_back(a);
+  const VerifyFullEnvironment env(tls);
   const RunResult run = run_program(argv, deadline);
   expect_driver_passed("psycopg_test.py", run, 1000);
   EXPECT_TRUE(pgward.running());
 }
 
+TEST(Drivers, Psycopg3DefaultSettings) { psycopg3(false); }
+TEST(Drivers, Psycopg3OverTlsVerifyFull) { psycopg3(true); }
+
 // node-postgres: 20 pg.Client connections with the same statement names for different SQL, named queries in
 // transactions, and two pg.Pool instances.
-TEST(Drivers, NodePostgresDefaultSettings) {
+void node_postgres(bool tls) {
   const auto deadline = Clock::now() + kTestBudget;
   const fs::path dir = drivers_dir() / "node";
   ASSERT_TRUE(fs::exists(dir / "pg_test.js")) << dir / "pg_test.js"
@@ -232,16 +263,20 @@ TEST(Drivers, NodePostgresDefaultSettings) {
       << "node-postgres is not installed in " << dir
       << ": run `npm ci --no-audit --no-fund` there (scripts/test.sh does)";
 
-  Pgward pgward(transaction_pool(4));
+  Pgward pgward(transaction_pool(4, tls));
   std::vector<std::string> argv{node, "pg_test.js"};
   for (auto& a : connection_args(pgward)) argv.push_back(a);
+  const VerifyFullEnvironment env(tls);
   const RunResult run = run_program(argv, deadline, dir);
   expect_driver_passed("pg_test.js", run, 1000);
   EXPECT_TRUE(pgward.running());
 }
 
+TEST(Drivers, NodePostgresDefaultSettings) { node_postgres(false); }
+TEST(Drivers, NodePostgresOverTlsVerifyFull) { node_postgres(true); }
+
 // pgjdbc: 10 threads with PreparedStatements past prepareThreshold (S_N), batch inserts in transactions.
-TEST(Drivers, PgjdbcDefaultSettings) {
+void pgjdbc(bool tls) {
   const auto deadline = Clock::now() + kTestBudget;
   const fs::path source = drivers_dir() / "java" / "JdbcTest.java";
   ASSERT_TRUE(fs::exists(source)) << source << " is missing";
@@ -260,13 +295,17 @@ TEST(Drivers, PgjdbcDefaultSettings) {
       {javac, "-Xlint:all", "-Werror", "-cp", jar, "-d", classes.path.string(), source.string()}, deadline);
   ASSERT_TRUE(compile.ok()) << "javac JdbcTest.java: " << compile.describe() << "\n" << compile.output;
 
-  Pgward pgward(transaction_pool(2));
+  Pgward pgward(transaction_pool(2, tls));
   std::vector<std::string> argv{java, "-cp", jar + ":" + classes.path.string(), "JdbcTest"};
   for (auto& a : connection_args(pgward)) argv.push_back(a);
+  const VerifyFullEnvironment env(tls);
   const RunResult run = run_program(argv, deadline);
   expect_driver_passed("JdbcTest", run, 1000);
   EXPECT_TRUE(pgward.running());
 }
+
+TEST(Drivers, PgjdbcDefaultSettings) { pgjdbc(false); }
+TEST(Drivers, PgjdbcOverTlsVerifyFull) { pgjdbc(true); }
 
 }  // namespace
 }  // namespace pgward::it

@@ -386,6 +386,42 @@ TEST(AuthScramRfc7677, UserNameIsEscapedInClientFirst) {
   EXPECT_EQ(client.client_first(), "n,,n=a=2Cb=3Dc,r=abc");
 }
 
+// ---- Channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point) ----
+
+TEST(AuthScramChannelBinding, Gs2HeaderAcceptedOnlyAsOffered) {
+  const std::string bare(std::string_view(kRfcClientFirst).substr(3));
+  auto server = [](bool offered) {
+    ScramServer s{rfc_verifier(), std::string(kRfcServerNoncePart)};
+    if (offered) s.set_channel_binding("certificate hash");
+    return s;
+  };
+  {
+    ScramServer s = server(false);
+    EXPECT_FALSE(s.handle_client_first("p=tls-server-end-point,," + bare)) << "binding never offered";
+  }
+  {
+    ScramServer s = server(true);
+    ASSERT_TRUE(s.handle_client_first("p=tls-server-end-point,," + bare));
+    EXPECT_TRUE(s.bound());
+    // c= must carry the header and the binding data: "biws" (n,,) is refused.
+    EXPECT_FALSE(s.handle_client_final(kRfcClientFinal));
+  }
+  {
+    ScramServer s = server(true);
+    EXPECT_FALSE(s.handle_client_first("y,," + bare)) << "a downgrade: PLUS was offered";
+  }
+  {
+    ScramServer s = server(true);
+    EXPECT_FALSE(s.handle_client_first("p=tls-unique,," + bare)) << "only tls-server-end-point is offered";
+  }
+  {
+    ScramServer s = server(true);
+    ASSERT_TRUE(s.handle_client_first(std::string(kRfcClientFirst)));
+    EXPECT_FALSE(s.bound());
+    EXPECT_EQ(s.handle_client_final(kRfcClientFinal), std::optional<std::string>(kRfcServerFinal));
+  }
+}
+
 // ---- Client <-> server round trips ----
 
 TEST(AuthScramRoundTrip, RightPassword) {

@@ -191,6 +191,12 @@ public class JdbcTest {
     url = "jdbc:postgresql://" + host + ":" + args[0] + "/" + args[2];
     props = new Properties();
     props.setProperty("user", args[1]);
+    // TLS as libpq's environment asks (the integration tests set it for the run over TLS).
+    String rootCert = System.getenv("PGSSLROOTCERT");
+    if (rootCert != null) {
+      props.setProperty("sslmode", System.getenv().getOrDefault("PGSSLMODE", "verify-full"));
+      props.setProperty("sslrootcert", rootCert);
+    }
     try {
       Class.forName("org.postgresql.Driver");
     } catch (ClassNotFoundException e) {

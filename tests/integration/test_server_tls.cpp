@@ -1,0 +1,127 @@
+// TLS towards PostgreSQL ([server_tls] and per-database server_tls_*): libpq's sslmode semantics against a
+// PostgreSQL that accepts TLS only, and against one without TLS; certificate authentication to the server.
+#include <string>
+
+#include "harness.hpp"
+#include "tls_env.hpp"
+
+namespace pgward::it {
+namespace {
+
+// A pgward whose database "app" is the TLS-only PostgreSQL at HOST, with these server_tls_* keys (and
+// `extra` [[database]] keys).
+PgwardConfig server_tls_config(std::string_view host, std::string_view tls_keys,
+                               std::string_view extra = "") {
+  PgwardConfig config;
+  config.databases = "[[database]]\nname = \"app\"\nhost = \"" + std::string(host) +
+                     "\"\nport = " + std::to_string(tls_pg_port()) + "\ndbname = \"app\"\n" +
+                     std::string(tls_keys) + std::string(extra);
+  return config;
+}
+
+std::string ca_key(std::string_view file) {
+  return "server_tls_ca_file = \"" + tls_files().path(std::string(file)) + "\"\n";
+}
+
+// Logs in through pgward as USER and asks the TLS PostgreSQL whether this backend's link is TLS.
+std::string backend_ssl(const Pgward& pgward, Conn& conn, const std::string& user = kTrustUser) {
+  conn = Conn::connect(pgward.conninfo(user));
+  if (!conn.ok()) return "failed: " + conn.error();
+  return query_value(conn,
+                     "SELECT ssl::text || ' ' || current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+}
+
+TEST(ServerTls, ModesAgainstATlsOnlyServer) {
+  const struct {
+    const char* host;
+    std::string keys;
+    std::string expect;  // "true pgward_trust", or a piece of the error
+  } cases[] = {
+      {"localhost", "server_tls_mode = \"prefer\"\n", "true pgward_trust"},
+      {"localhost", "server_tls_mode = \"require\"\n", "true pgward_trust"},
+      {"localhost", "server_tls_mode = \"allow\"\n", "true pgward_trust"},  // plain refused, then TLS
+      {"localhost", "server_tls_mode = \"verify-ca\"\n" + ca_key("ca.crt"), "true pgward_trust"},
+      {"localhost", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"), "true pgward_trust"},
+      {"127.0.0.1", "server_tls_mode = \"verify-ca\"\n" + ca_key("ca.crt"), "true pgward_trust"},
+      // The certificate names localhost only.
+      {"127.0.0.1", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"),
+       "server certificate does not match host name \"127.0.0.1\""},
+      {"localhost", "server_tls_mode = \"verify-ca\"\n" + ca_key("other_ca.crt"),
+       "certificate verify failed"},
+      // No ca_file: the system's roots, which do not hold the test CA.
+      {"localhost", "server_tls_mode = \"verify-full\"\n", "certificate verify failed"},
+      {"localhost", "server_tls_mode = \"disable\"\n", "no encryption"},
+  };
+  for (const auto& c : cases) {
+    Pgward pgward(server_tls_config(c.host, c.keys));
+    Conn conn;
+    const std::string got = backend_ssl(pgward, conn);
+    EXPECT_NE(got.find(c.expect), std::string::npos) << c.host << " " << c.keys << " => " << got;
+  }
+}
+
+TEST(ServerTls, RequireNeverFallsBackToPlainText) {
+  // The usual test PostgreSQL has no TLS: it answers the SSLRequest with 'N'.
+  PgwardConfig config;
+  config.databases = PgwardConfig::database_toml(kDatabase, kDatabase, "server_tls_mode = \"require\"\n");
+  Pgward pgward(config);
+  Conn conn = Conn::connect(pgward.conninfo());
+  EXPECT_FALSE(conn.ok());
+  EXPECT_NE(conn.error().find("server does not support SSL, but SSL was required"), std::string::npos)
+      << conn.error();
+  // prefer: the 'N' means plain text.
+  PgwardConfig prefer;
+  prefer.databases = PgwardConfig::database_toml(kDatabase, kDatabase, "server_tls_mode = \"prefer\"\n");
+  Pgward fallback(prefer);
+  Conn plain = fallback.connect();
+  ASSERT_TRUE(plain.ok()) << plain.error();
+  EXPECT_EQ(query_value(plain, "SELECT 'plain'"), "plain");
+}
+
+TEST(ServerTls, CertificateAuthenticationToTheServer) {
+  const TlsFiles& f = tls_files();
+  const std::string cert = "server_tls_cert_file = \"" + f.path("cert_user.crt") +
+                           "\"\nserver_tls_key_file = \"" + f.path("cert_user.key") + "\"\n";
+  Pgward pgward(server_tls_config("localhost",
+                                  "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt") + cert,
+                                  "user = \"pgward_cert\"\n"));
+  Conn conn;
+  EXPECT_EQ(backend_ssl(pgward, conn), "true pgward_cert");
+  // Without the certificate PostgreSQL refuses the cert login.
+  Pgward without(server_tls_config("localhost", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"),
+                                   "user = \"pgward_cert\"\n"));
+  Conn refused;
+  const std::string got = backend_ssl(without, refused);
+  EXPECT_NE(got.find("failed"), std::string::npos) << got;
+}
+
+TEST(ServerTls, ScramOverTlsAndTheAdminViews) {
+  PgwardConfig config =
+      server_tls_config("localhost", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"),
+                        "user = \"app\"\npassword = \"apppass\"\n");
+  Pgward pgward(config);
+  Conn conn;
+  EXPECT_EQ(backend_ssl(pgward, conn), "true app");
+  conn = Conn();
+  const std::string servers = http(pgward.admin_port(), "GET", "/api/servers").body;
+  EXPECT_NE(servers.find("\"tls\":\"TLSv1.3 "), std::string::npos) << servers;
+  const std::string metrics = http(pgward.admin_port(), "GET", "/metrics").body;
+  EXPECT_GE(sample(metrics, "pgward_tls_handshakes_total", "result=\"ok\",side=\"server\"").value_or(0), 1)
+      << metrics;
+}
+
+TEST(ServerTls, FailedVerificationIsCountedAndNotRetried) {
+  Pgward pgward(server_tls_config("127.0.0.1", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt")));
+  const auto start = Clock::now();
+  Conn conn = Conn::connect(pgward.conninfo());
+  EXPECT_FALSE(conn.ok());
+  EXPECT_EQ(conn.connect_sqlstate(), "08001") << conn.error();
+  // A certificate that does not verify will not verify on a retry: the client hears at once.
+  EXPECT_LT(Clock::now() - start, 5s);
+  const std::string metrics = http(pgward.admin_port(), "GET", "/metrics").body;
+  EXPECT_EQ(sample(metrics, "pgward_tls_handshakes_total", "result=\"failed\",side=\"server\""), 1)
+      << metrics;
+}
+
+}  // namespace
+}  // namespace pgward::it
