@@ -2,7 +2,8 @@
 # deploy/grafana/pgward.json against live data: a throwaway PostgreSQL, pgward in front of it (pool of 2), and a
 # real Prometheus scraping pgward every second. Under a pgbench load (prepared statements, more clients than
 # servers) plus a server-side error, a pool wait timeout, a lost server and a config reload, every query of every
-# panel is evaluated through Prometheus's HTTP API and must return at least one series.
+# panel is evaluated through Prometheus's HTTP API and must return at least one series. Clients reach pgward over
+# TLS ([client_tls] prefer, libpq's default sslmode prefer), so the TLS panel has handshakes and a certificate.
 source "$(dirname "$0")/lib.sh"
 source "$REPO_DIR/scripts/lib-postgres.sh"
 need_build
@@ -15,6 +16,8 @@ pg_start "$pg_dir" "$pg_port"
 cleanup_hooks+=("pg_stop '$pg_dir'")
 pg_sql "$pg_dir" "$pg_port" "CREATE ROLE app LOGIN PASSWORD 'app'" "CREATE DATABASE app OWNER app"
 
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 -keyout "$TMP/pgward.key" \
+  -out "$TMP/pgward.crt" >"$TMP/openssl.log" 2>&1 || bad "openssl req: $(cat "$TMP/openssl.log")"
 proxy_port="$(free_port)"
 admin_port="$(free_port)"
 cat >"$TMP/pgward.toml" <<CONF
@@ -22,6 +25,10 @@ cat >"$TMP/pgward.toml" <<CONF
 listen = "127.0.0.1:$proxy_port"
 [admin]
 listen = "127.0.0.1:$admin_port"
+[client_tls]
+mode = "prefer"
+cert_file = "pgward.crt"
+key_file = "pgward.key"
 [auth]
 type = "scram-sha-256"
 users_file = "users.toml"
@@ -94,6 +101,12 @@ sleep 1
 psql_pgward -c 'SELECT 1' >/dev/null 2>&1 || true
 wait "${holders[@]}" "$lost_pid" || true
 sleep 3  # the last scrapes
+tls_ok() {
+  local metrics
+  metrics="$(curl -s "http://127.0.0.1:$admin_port/metrics")"
+  grep -Eq '^pgward_tls_handshakes_total\{(side="client",result="ok"|result="ok",side="client")\} [1-9]' <<<"$metrics"
+}
+check "the load reached pgward over TLS" tls_ok
 
 "$PYTHON" - "$dashboard" "$prom_port" "$start" "$(date +%s)" <<'PY' || failures=$((failures + 1))
 import json, math, sys, urllib.parse, urllib.request
