@@ -25,6 +25,7 @@ namespace {
 constexpr std::int64_t kMaxUint32 = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint64_t kMinMessageSize = 8u << 10;
 constexpr std::uint64_t kMaxMessageSize = 1u << 30;
+constexpr std::int64_t kMaxAuthQueryPoolSize = 100;  // lookup connections per database: a sane ceiling
 // Far beyond any sensible timeout, yet small enough that adding it to a clock's now() (nanoseconds since
 // 1970 for system_clock) cannot overflow.
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
@@ -643,6 +644,8 @@ class ConfigReader {
           config_.auth_query_user = source_.non_empty_string(field);
         } else if (field.key == "query_cache") {
           config_.auth_query_cache = source_.duration(field);
+        } else if (field.key == "query_pool_size") {
+          config_.auth_query_pool_size = static_cast<int>(source_.integer(field, 1, kMaxAuthQueryPoolSize));
         } else if (field.key == "users_file") {
           const std::filesystem::path users_file = source_.non_empty_string(field);
           const auto dir = std::filesystem::path(source_.path()).parent_path();

@@ -166,6 +166,8 @@ struct Config {
   std::string auth_query;
   std::string auth_query_user;
   Duration auth_query_cache{60'000};
+  // At most this many lookup connections per database at once, idle and busy; a lookup beyond it waits.
+  int auth_query_pool_size = 2;
 
   // [pool] defaults (as written, before per-database overrides)
   PoolSettings pool;

@@ -395,12 +395,14 @@ TEST_F(ConfigTest, AuthQueryKeys) {
   const Config defaults = load("");
   EXPECT_TRUE(defaults.auth_query.empty());
   EXPECT_EQ(defaults.auth_query_cache, seconds(60));
+  EXPECT_EQ(defaults.auth_query_pool_size, 2);
   const Config set = load(R"toml(
 [auth]
 type = "trust"
 query = "SELECT usename, passwd FROM pgward.user_lookup($1)"
 query_user = "pgward_auth"
 query_cache = "5s"
+query_pool_size = 5
 
 [[database]]
 name = "a"
@@ -411,12 +413,20 @@ name = "b"
 )toml");
   EXPECT_EQ(set.auth_query_user, "pgward_auth");
   EXPECT_EQ(set.auth_query_cache, seconds(5));
+  EXPECT_EQ(set.auth_query_pool_size, 5);
   ASSERT_EQ(set.databases.size(), 2u);
   EXPECT_EQ(*set.auth_query_for(set.databases[0]), "SELECT u, p FROM other.lookup($1)");
   EXPECT_EQ(*set.auth_query_for(set.databases[1]), "SELECT usename, passwd FROM pgward.user_lookup($1)");
   EXPECT_EQ(defaults.auth_query_for(Database{}), nullptr);
   EXPECT_EQ(error_as_written("[auth]\ntype = \"trust\"\nquery = \"SELECT 1\"\n"),
             at(1, "an auth query needs auth.query_user, the role that runs it"));
+  using Bad = std::pair<const char*, const char*>;  // query_pool_size as written, the problem reported
+  for (const auto& [value, problem] :
+       {Bad{"0", "must be at least 1, got 0"}, Bad{"101", "must be at most 100, got 101"},
+        Bad{"\"2\"", "expected an integer, got a string"}}) {
+    EXPECT_EQ(error_as_written("[auth]\ntype = \"trust\"\nquery_pool_size = " + std::string(value) + "\n"),
+              at(3, "auth.query_pool_size: " + std::string(problem)));
+  }
 }
 
 TEST_F(ConfigTest, SharedConnectionLimits) {
