@@ -110,6 +110,14 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   set_counter(lookups, {{"result", "found"}}, static_cast<double>(ls.found));
   set_counter(lookups, {{"result", "not_found"}}, static_cast<double>(ls.not_found));
   set_counter(lookups, {{"result", "failed"}}, static_cast<double>(ls.failed));
+  auto& lookup_conns = gauge(r, "pgward_auth_query_connections",
+                             "auth_query lookup connections open (idle and busy), by database; at most "
+                             "[auth] query_pool_size each");
+  for (const auto& [database, open] : ls.connections)
+    lookup_conns.Add({{"database", database}}).Set(static_cast<double>(open));
+  set_counter(counter(r, "pgward_auth_query_connection_waits_total",
+                      "auth_query lookups that waited for a connection: query_pool_size was reached"),
+              {}, static_cast<double>(ls.waits));
   set_counter(counter(r, "pgward_client_login_timeouts_total",
                       "Clients closed with 08P01 for not logging in within client_login_timeout"),
               {}, st::get(g.client_login_timeouts));

@@ -4,7 +4,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "protocol/codec.hpp"
@@ -95,6 +97,18 @@ asio::awaitable<std::optional<std::string>> run_lookup(ServerConn& conn, const s
 
 }  // namespace
 
+// The lease goes back on every path out of find, an exception included.
+struct AuthLookup::GiveBack {
+  AuthLookup& self;
+  const std::string& database;
+  Lease& lease;
+  ~GiveBack() {
+    if (!lease.held && !lease.waiter) return;
+    std::lock_guard lock(self.mu_);
+    self.finish_locked(database, lease, false);
+  }
+};
+
 asio::awaitable<AuthLookup::Result> AuthLookup::find(asio::any_io_executor exec, const config::Config& cfg,
                                                      const config::Database& db, const std::string& user) {
   using namespace asio::experimental::awaitable_operators;
@@ -122,20 +136,25 @@ asio::awaitable<AuthLookup::Result> AuthLookup::find(asio::any_io_executor exec,
   target.connect_timeout = db.pool.server_connect_timeout;
 
   std::string error;
-  std::shared_ptr<ServerConn> conn = take_idle(db.name);
+  Lease lease;
+  GiveBack give_back{*this, db.name, lease};
   auto work = [&]() -> asio::awaitable<std::optional<std::string>> {
-    if (conn) {  // kept from an earlier lookup: PostgreSQL may have closed it since, so one fresh try follows
-      if (auto secret = co_await run_lookup(*conn, *query, user, error)) co_return secret;
-      conn->close();
+    co_await acquire(exec, db.name, static_cast<std::size_t>(cfg.auth_query_pool_size), lease);
+    if (!lease.held) co_return std::nullopt;  // the deadline passed while waiting
+    // kept from an earlier lookup: PostgreSQL may have closed it since; one fresh try follows
+    if (lease.conn) {
+      if (auto secret = co_await run_lookup(*lease.conn, *query, user, error)) co_return secret;
+      lease.conn->close();
       error.clear();
     }
-    conn = std::make_shared<ServerConn>(exec);
-    if (auto err = co_await conn->login(target)) {
+    lease.conn = std::make_shared<ServerConn>(exec);
+    if (auto err = co_await lease.conn->login(target)) {
       error = err->message;
       co_return std::nullopt;
     }
-    co_return co_await run_lookup(*conn, *query, user, error);
+    co_return co_await run_lookup(*lease.conn, *query, user, error);
   };
+  // The deadline covers the wait for a connection too: a lookup queued behind slow ones is refused in time.
   asio::steady_timer deadline(exec, db.pool.server_connect_timeout);
   auto outcome = co_await (work() || deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
   std::optional<std::string> secret;
@@ -144,16 +163,11 @@ asio::awaitable<AuthLookup::Result> AuthLookup::find(asio::any_io_executor exec,
     error = "no answer within " + std::to_string(db.pool.server_connect_timeout.count()) + " ms";
 
   std::lock_guard lock(mu_);
+  finish_locked(db.name, lease, secret.has_value());
   if (!secret) {
-    if (conn) conn->close();
     ++stats_.failed;
     spdlog::warn("auth_query for user {} in database {} failed: {}", user, db.name, error);
     co_return Result{Status::failed, nullptr, error};
-  }
-  if (!idle_.contains(db.name)) {
-    idle_.emplace(db.name, std::move(conn));
-  } else {
-    conn->close();
   }
   if (secret->empty()) {
     ++stats_.not_found;
@@ -168,25 +182,115 @@ asio::awaitable<AuthLookup::Result> AuthLookup::find(asio::any_io_executor exec,
   co_return Result{Status::found, std::move(found), {}};
 }
 
-std::shared_ptr<ServerConn> AuthLookup::take_idle(const std::string& database) {
-  std::lock_guard lock(mu_);
-  auto it = idle_.find(database);
-  if (it == idle_.end()) return nullptr;
-  auto conn = std::move(it->second);
-  idle_.erase(it);
-  return conn;
+// A lookup queued for a connection. Its timer is only touched on its executor (one thread per worker): a
+// release posts the wake-up there.
+struct AuthLookup::Waiter {
+  explicit Waiter(asio::any_io_executor e) : exec(e), wake(e, asio::steady_timer::time_point::max()) {}
+  asio::any_io_executor exec;
+  asio::steady_timer wake;
+  bool granted = false;              // under mu_: the lease is this waiter's
+  std::shared_ptr<ServerConn> conn;  // handed over idle, or null: room to open one
+};
+
+asio::awaitable<void> AuthLookup::acquire(asio::any_io_executor exec, const std::string& database,
+                                          std::size_t max, Lease& lease) {
+  {
+    std::lock_guard lock(mu_);
+    Slots& s = slots_[database];
+    s.max = max;
+    if (!s.idle.empty()) {
+      lease.conn = std::move(s.idle.back());
+      s.idle.pop_back();
+      lease.held = true;
+      co_return;
+    }
+    if (s.open < s.max) {
+      ++s.open;
+      lease.held = true;
+      co_return;
+    }
+    lease.waiter = std::make_shared<Waiter>(exec);
+    s.waiters.push_back(lease.waiter);
+    ++stats_.waits;
+  }
+  for (;;) {
+    co_await lease.waiter->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    const bool cancelled =
+        (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+    std::lock_guard lock(mu_);
+    if (lease.waiter->granted || cancelled) {
+      settle_locked(database, lease);
+      co_return;
+    }
+  }
+}
+
+// Ends a lease's wait: the connection it was granted, or its place in the queue given up.
+void AuthLookup::settle_locked(const std::string& database, Lease& lease) {
+  if (!lease.waiter) return;
+  if (lease.waiter->granted) {
+    lease.held = true;
+    lease.conn = std::move(lease.waiter->conn);
+  } else if (auto it = slots_.find(database); it != slots_.end()) {
+    std::erase(it->second.waiters, lease.waiter);
+  }
+  lease.waiter.reset();
+}
+
+void AuthLookup::finish_locked(const std::string& database, Lease& lease, bool keep) {
+  settle_locked(database, lease);
+  if (!keep && lease.conn) lease.conn->close();
+  if (lease.held) release_locked(database, keep ? std::move(lease.conn) : nullptr);
+  lease.held = false;
+  lease.conn.reset();
+}
+
+void AuthLookup::release_locked(const std::string& database, std::shared_ptr<ServerConn> conn) {
+  auto it = slots_.find(database);
+  if (it == slots_.end()) return;
+  Slots& s = it->second;
+  auto grant = [&](std::shared_ptr<ServerConn> c) {
+    auto w = std::move(s.waiters.front());
+    s.waiters.pop_front();
+    w->granted = true;
+    w->conn = std::move(c);
+    asio::post(w->exec, [w] { w->wake.cancel(); });
+  };
+  if (conn && s.open > s.max) {  // query_pool_size was lowered by a reload
+    conn->close();
+    conn.reset();
+  }
+  if (!conn) {
+    --s.open;
+  } else if (!s.waiters.empty()) {
+    grant(std::move(conn));
+  } else {
+    s.idle.push_back(std::move(conn));
+  }
+  while (!s.waiters.empty() && s.open < s.max) {
+    ++s.open;
+    grant(nullptr);
+  }
+  if (s.open == 0 && s.waiters.empty()) slots_.erase(it);
 }
 
 void AuthLookup::clear() {
   std::lock_guard lock(mu_);
   cache_.clear();
-  for (auto& [db, conn] : idle_) conn->close();
-  idle_.clear();
+  for (auto it = slots_.begin(); it != slots_.end();) {
+    Slots& s = it->second;
+    for (auto& conn : s.idle) conn->close();
+    s.open -= s.idle.size();
+    s.idle.clear();
+    it = (s.open == 0 && s.waiters.empty()) ? slots_.erase(it) : std::next(it);
+  }
 }
 
 AuthLookup::Stats AuthLookup::stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  Stats out = stats_;
+  for (const auto& [database, s] : slots_) out.connections[database] = s.open;
+  return out;
 }
 
 }  // namespace pgward::proxy

@@ -1,7 +1,11 @@
 // auth_query: users known only to PostgreSQL log in through pgward with the verifier PostgreSQL stores,
 // looked up by the SECURITY DEFINER function README recommends, run as a role of its own.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -111,6 +115,100 @@ TEST(AuthQuery, FailingLookupRefuses) {
   EXPECT_EQ(refused.substr(0, 5), "08006") << refused;
   start_postgres_server();
   expect_login_as(pgward, role.name(), "pw");
+}
+
+double metric(const Pgward& pgward, const std::string& name, const std::string& label_part = "") {
+  return sample(http(pgward.admin_port(), "GET", "/metrics").body, name, label_part).value_or(-1);
+}
+
+// [auth] query_pool_size bounds the lookup connections of a database: with 1, six concurrent logins of users
+// known only to PostgreSQL, each lookup taking 0.3 s, all succeed one lookup after another, and PostgreSQL
+// never sees more than one backend of the query user (each used to open a connection of its own).
+TEST(AuthQuery, LookupConnectionsStayWithinQueryPoolSize) {
+  std::vector<std::unique_ptr<TestRole>> roles;
+  for (int i = 0; i < 6; ++i) roles.push_back(std::make_unique<TestRole>("pw" + std::to_string(i)));
+  PgwardConfig config = query_config();
+  config.auth =
+      "type = \"scram-sha-256\"\nquery = \"SELECT usename, passwd FROM pgward.user_lookup($1), "
+      "pg_sleep(0.3)\"\nquery_user = \"" +
+      std::string(kQueryUser) + "\"\nquery_pool_size = 1\n";
+  config.pool += "server_connect_timeout = \"20s\"\n";
+  Pgward pgward(config);
+  Conn direct = connect_direct("postgres");
+  std::atomic<int> logged_in{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&, i] {
+      Conn conn = Conn::connect(pgward.conninfo(roles[i]->name(), kDatabase, "pw" + std::to_string(i)));
+      EXPECT_TRUE(conn.ok()) << conn.error();
+      if (conn.ok() && query_value(conn, "SELECT current_user") == roles[i]->name()) ++logged_in;
+    });
+  }
+  int most = 0;
+  int samples = 0;
+  std::thread watcher([&] {
+    while (!done) {
+      most = std::max(most, count_backends(direct.get(), kQueryUser));
+      ++samples;
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  for (auto& t : clients) t.join();
+  done = true;
+  watcher.join();
+  EXPECT_EQ(logged_in, 6);
+  EXPECT_EQ(most, 1) << "over " << samples << " samples";
+  EXPECT_GE(metric(pgward, "pgward_auth_query_connection_waits_total"), 1);
+  EXPECT_EQ(metric(pgward, "pgward_auth_query_connections", "database=\"app\""), 1);  // kept idle
+  EXPECT_EQ(metric(pgward, "pgward_auth_query_lookups_total", "result=\"found\""), 6);
+}
+
+// A lookup that outlasts the database's server_connect_timeout is refused with 08006 and says so, and so is
+// one that waited for the only lookup connection meanwhile; a users-file user logs in unaffected.
+TEST(AuthQuery, SlowLookupRefusedWithinItsDeadline) {
+  TestRole first("pw1");
+  TestRole second("pw2");
+  PgwardConfig config = query_config();
+  config.auth =
+      "type = \"scram-sha-256\"\nquery = \"SELECT usename, passwd FROM pgward.user_lookup($1), "
+      "pg_sleep(3)\"\nquery_user = \"" +
+      std::string(kQueryUser) + "\"\nquery_pool_size = 1\n";
+  config.users = std::string(kAppUser) + " = \"" + kAppPassword + "\"\n";
+  config.pool += "server_connect_timeout = \"700ms\"\n";
+  Pgward pgward(config);
+  std::string refused[2];
+  std::chrono::milliseconds took[2]{};
+  std::atomic<int> finished{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&, i] {
+      const auto start = std::chrono::steady_clock::now();
+      refused[i] = refused_with(pgward, (i == 0 ? first : second).name(), i == 0 ? "pw1" : "pw2");
+      took[i] =
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+      ++finished;
+    });
+  }
+  std::this_thread::sleep_for(200ms);  // both lookups are under way: one runs, one waits
+  {
+    Conn app = Conn::connect(pgward.conninfo(kAppUser, kDatabase, kAppPassword));
+    EXPECT_TRUE(app.ok()) << app.error();
+    if (app.ok()) {
+      EXPECT_EQ(query_value(app, "SELECT current_user"), kAppUser);
+    }
+  }
+  EXPECT_EQ(finished, 0);  // logged in while both lookups were still pending
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(refused[i].substr(0, 5), "08006") << refused[i];
+    EXPECT_NE(refused[i].find("auth_query"), std::string::npos) << refused[i];
+    EXPECT_NE(refused[i].find("no answer within 700 ms"), std::string::npos) << refused[i];
+    EXPECT_LT(took[i], 2500ms);  // not held until pg_sleep(3) ends
+  }
+  EXPECT_GE(metric(pgward, "pgward_auth_query_connection_waits_total"), 1);
+  EXPECT_EQ(metric(pgward, "pgward_auth_query_lookups_total", "result=\"failed\""), 2);
 }
 
 // PgBouncer CVE-2025-12819: a search_path sent in the startup packet reached its auth query. Here the query
