@@ -63,8 +63,16 @@ TlsPostgres& tls_postgres() {
 void stop_tls_postgres() {
   auto& pg = tls_postgres();
   if (pg.pid > 0) {
-    kill(pg.pid, SIGQUIT);  // immediate shutdown
-    waitpid(pg.pid, nullptr, 0);
+    // pg_ctl signals the postmaster itself. pg.pid is the runuser wrapping it, which blocks SIGQUIT while it
+    // waits for its child: a SIGQUIT sent to it stays pending and the wait below would never end.
+    run_program(postgres_user_argv({postgres_program("pg_ctl"), "stop", "-D", pg.dir + "/data", "-m",
+                                    "immediate", "-w", "-t", "30"}),
+                pg.dir + "/pg_ctl.log");
+    for (int i = 0; i < 1000 && waitpid(pg.pid, nullptr, WNOHANG) == 0; ++i) usleep(10'000);  // up to 10 s
+    if (waitpid(pg.pid, nullptr, WNOHANG) == 0) {
+      kill(pg.pid, SIGKILL);
+      waitpid(pg.pid, nullptr, 0);
+    }
     pg.pid = -1;
   }
   std::error_code ignored;
