@@ -109,7 +109,10 @@ def main():
                      "scale": int(env("BENCH_META_SCALE", "0")), "pool_size": int(env("BENCH_META_POOL", "0")),
                      "idle_connections": int(env("BENCH_META_IDLE", "0")), "quick": env("BENCH_META_QUICK") == "1",
                      "pgward_workers": env("BENCH_META_WORKERS", "1").split(), "pgbench_threads": 2,
-                     "elapsed_s": int(env("BENCH_META_ELAPSED", "0"))},
+                     "elapsed_s": int(env("BENCH_META_ELAPSED", "0")), "tls": env("BENCH_META_TLS") == "1",
+                     "tls_negotiated": env("BENCH_META_TLS_NOTE", ""),
+                     "copy_rows": int(env("BENCH_META_COPY_ROWS", "0") or 0),
+                     "copy_bytes": int(env("BENCH_META_COPY_BYTES", "0") or 0)},
         "targets": targets,
         "unavailable_targets": down,
         "build_note": env("BENCH_META_BUILD_NOTE", ""),
@@ -137,6 +140,9 @@ def main():
         f'{", QUICK mode" if s["quick"] else ""}; run took {s["elapsed_s"]} s.',
         "",
     ]
+    if s["tls"]:
+        lines += [f'**TLS on both sides**: pgbench/psql to the target and each proxy to PostgreSQL, sslmode=require; '
+                  f'negotiated (direct): {s["tls_negotiated"] or "unknown"}.', ""]
     if env("BENCH_META_BUILD_NOTE"):
         lines += [f'**pgward build**: {env("BENCH_META_BUILD_NOTE")}', ""]
     for t, why in down.items():
@@ -152,13 +158,21 @@ def main():
         if row["statuses"] and all(st == "n/a" for st in row["statuses"]):
             lines.append(f'| {row["scenario"]} | {row["target"]} | n/a | n/a | n/a | n/a | n/a | n/a | | |')
             continue
+        copy = row["scenario"].startswith("copy-")
+        rate = fmt(row["tps"], 1) + " MB/s" if copy and row["tps"] is not None else fmt(row["tps"], 0)
+        cpu = fmt(row["cpu_us_per_tx"], 1) + ("/MB" if copy and row["cpu_us_per_tx"] is not None else "")
         ratio_d = fmt(row.get("ratio_vs_direct"), 2) if "ratio_vs_direct" in row else ""
         ratio_b = fmt(row.get("ratio_vs_pgbouncer"), 2) if "ratio_vs_pgbouncer" in row else ""
         lines.append(
-            f'| {row["scenario"]} | {row["target"]} | {fmt(row["tps"], 0)} | {fmt(row["latency_avg_ms"], 3)} '
+            f'| {row["scenario"]} | {row["target"]} | {rate} | {fmt(row["latency_avg_ms"], 3)} '
             f'| {fmt(row["latency_p99_ms"], 3)} | {failures(row)} '
-            f'| {fmt(row["cpu_us_per_tx"], 1) if row["target"] != "direct" else "n/a"} '
+            f'| {cpu if row["target"] != "direct" else "n/a"} '
             f'| {fmt(row["rss_mb"], 1) if row["target"] != "direct" else "n/a"} | {ratio_d} | {ratio_b} |')
+    if any(sc.startswith("copy-") for sc in scenarios):
+        lines += ["", f'copy-out/copy-in rows: each client runs one psql per COPY of {s["copy_rows"]:,} rows of '
+                      f'pgbench_accounts ({s["copy_bytes"] / 1e6:.1f} MB of COPY text) out of the table / into an '
+                      f'unlogged table, one after another for -T seconds; TPS is MB/s of COPY data, latency the mean '
+                      f'time per COPY (connection included), CPU µs per MB, failed = COPYs that lost bytes or rows.']
     notes = [(row["scenario"], row["target"], n) for row in rows for n in row["notes"]
              if not n.startswith("not run against")]
     if notes:
@@ -185,7 +199,7 @@ def main():
     # gnuplot: one line per scenario, one column per target (median TPS; 0 when missing).
     with open(stem + ".dat", "w") as f:
         f.write("scenario " + " ".join(targets) + "\n")
-        for sc in scenarios:
+        for sc in [sc for sc in scenarios if not sc.startswith("copy-")]:  # MB/s is not TPS: table only
             vals = []
             for t in targets:
                 v = by_key[(sc, t)]["tps"]

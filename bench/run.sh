@@ -29,11 +29,17 @@ pool_size=16
 all_scenarios="select-simple-c1 select-simple-c16 select-simple-c256
 select-extended-c1 select-extended-c16 select-extended-c256
 select-prepared-c1 select-prepared-c16 select-prepared-c256
-tpcb-simple-c16 tpcb-prepared-c16 select1-c16 idle10k-select-c16"
+tpcb-simple-c16 tpcb-prepared-c16 select1-c16 idle10k-select-c16 copy-out-c4 copy-in-c4"
 quick_scenarios="select-simple-c1 select-simple-c256 select-extended-c16 select-prepared-c16 tpcb-simple-c16
 select1-c16 idle10k-select-c16"
+# BENCH_TLS=1: every connection is TLS, client to proxy and proxy to PostgreSQL (direct: client to PostgreSQL).
+tls="${BENCH_TLS:-0}"
+tls_scenarios="select-simple-c16 select-extended-c16 copy-out-c4 copy-in-c4"
+copy_rows="${BENCH_COPY_ROWS:-200000}"
 if [ -n "${BENCH_SCENARIOS:-}" ]; then
   scenarios="$BENCH_SCENARIOS"
+elif [ "$tls" = 1 ]; then
+  scenarios="$tls_scenarios"
 elif [ "$quick" = 1 ]; then
   scenarios="$quick_scenarios"
 else
@@ -107,6 +113,30 @@ pg_start "$dir" "$pg_port" || { log "PostgreSQL failed to start:"; cat "$dir/pos
 cat >>"$dir/data/postgresql.conf" <<CONF
 max_connections = 500
 CONF
+tls_dir="$dir/tls"
+if [ "$tls" = 1 ]; then
+  # A CA and a certificate for 127.0.0.1 made for this run, used by PostgreSQL, pgward and PgBouncer alike; TCP
+  # connections to PostgreSQL must be TLS (hostssl only), and every client asks for it (PGSSLMODE).
+  log "TLS on both sides: making a certificate for 127.0.0.1"
+  mkdir -p "$tls_dir"
+  if ! (cd "$tls_dir" &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgward bench CA" -keyout ca.key -out ca.crt &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext &&
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
+      -out server.crt) >"$dir/tls.log" 2>&1; then
+    log "making the certificate failed:"; cat "$dir/tls.log" >&2; exit 1
+  fi
+  chmod 600 "$tls_dir"/*.key
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$tls_dir"
+  cat >>"$dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$tls_dir/server.crt'
+ssl_key_file = '$tls_dir/server.key'
+CONF
+  sed -i 's/^host\([[:space:]]\)/hostssl\1/' "$dir/data/pg_hba.conf"
+  export PGSSLMODE=require
+fi
 pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w restart >/dev/null ||
   { log "PostgreSQL failed to restart:"; tail -20 "$dir/postgres.log" >&2; exit 1; }
 pg_sql "$dir" "$pg_port" "CREATE DATABASE bench" || exit 1
@@ -114,6 +144,19 @@ log "pgbench -i -s $scale"
 timeout 900 "$PGBENCH" -i -s "$scale" -q -h "$dir" -p "$pg_port" -U postgres bench >"$dir/init.log" 2>&1 ||
   { log "pgbench -i failed:"; cat "$dir/init.log" >&2; exit 1; }
 pg_sql "$dir" "$pg_port" "VACUUM ANALYZE" >/dev/null 2>&1 || true
+# COPY scenarios: the first copy_rows rows of pgbench_accounts, out of the table and into an unlogged copy of it.
+copy_out_sql="COPY (SELECT * FROM pgbench_accounts WHERE aid <= $copy_rows ORDER BY aid) TO STDOUT"
+copy_in_sql="COPY copy_sink FROM STDIN"
+bench_sql() { psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$pg_port" -U postgres -d bench "$@"; }
+bench_sql -c "CREATE UNLOGGED TABLE copy_sink (LIKE pgbench_accounts)" &&
+  bench_sql -c "$copy_out_sql" >"$dir/copy.dat" || { log "preparing the COPY data failed"; exit 1; }
+copy_bytes=$(stat -c %s "$dir/copy.dat")
+tls_note=""
+if [ "$tls" = 1 ]; then
+  tls_note="$(psql -X -At -h 127.0.0.1 -p "$pg_port" -U postgres -d bench \
+    -c "SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>&1)"
+  log "direct TLS: $tls_note"
+fi
 echo 'SELECT 1;' >"$dir/select1.sql"
 # Pin the binary: a rebuild in the work tree during the run must not change what a restart would start.
 if [ -x "$pgward_bin" ]; then
@@ -176,6 +219,18 @@ name = "bench"
 host = "127.0.0.1"
 port = $pg_port
 TOML
+  if [ "$tls" = 1 ]; then
+    cat >>"$dir/$t/pgward.toml" <<TOML
+
+[client_tls]
+mode = "require"
+cert_file = "$tls_dir/server.crt"
+key_file = "$tls_dir/server.key"
+
+[server_tls]
+mode = "require"
+TOML
+  fi
   if [ ! -x "$pgward_bin" ]; then
     DOWN_REASON[$t]="no binary at $pgward_bin"
     return 1
@@ -233,6 +288,14 @@ log_stats = 0
 stats_period = 3600
 $prepared
 INI
+  if [ "$tls" = 1 ]; then
+    cat >>"$d/pgbouncer.ini" <<INI
+client_tls_sslmode = require
+client_tls_cert_file = $tls_dir/server.crt
+client_tls_key_file = $tls_dir/server.key
+server_tls_sslmode = require
+INI
+  fi
   chown -R postgres: "$d"
   rm -f "$d/pgbouncer.pid"
   if [ "$(id -u)" -eq 0 ]; then
@@ -321,6 +384,7 @@ scenario_args() {  # sets SC_CLIENTS and SC_ARGS for a scenario name; returns 1 
       SC_CLIENTS="${name##*-c}"; SC_ARGS=(-M "$mode") ;;
     select1-c*) SC_CLIENTS="${name##*-c}"; SC_ARGS=(-M simple -f "$dir/select1.sql") ;;
     idle10k-select-c*) SC_CLIENTS="${name##*-c}"; SC_ARGS=(-S -M simple) ;;
+    copy-out-c*|copy-in-c*) SC_CLIENTS="${name##*-c}" ;;  # not pgbench: see run_copy
     *) return 1 ;;
   esac
   [[ "$SC_CLIENTS" =~ ^[0-9]+$ ]]
@@ -332,6 +396,74 @@ stop_helper() {
     wait "$helper_pid" 2>/dev/null
     helper_pid=""
   fi
+}
+
+# copy_client KIND PORT DEADLINE_NS RESULT: one client's COPYs (KIND out or in) through PORT, one psql each, started
+# until DEADLINE_NS (date +%s%N); writes "OK BAD FIRST_ERROR" to RESULT. A COPY counts only when every byte (out)
+# or every row (in) arrived.
+copy_client() {
+  local kind="$1" port="$2" deadline="$3" res="$4" ok=0 bad=0 err="" got
+  while [ "$(date +%s%N)" -lt "$deadline" ]; do
+    if [ "$kind" = out ]; then
+      got="$(timeout 120 psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -c "$copy_out_sql" 2>"$res.err" |
+        wc -c)"
+      [ "$got" = "$copy_bytes" ] && { ok=$((ok + 1)); continue; }
+      got="received $got of $copy_bytes bytes"
+    else
+      got="$(timeout 120 psql -X -h 127.0.0.1 -p "$port" -U postgres -d bench -c "$copy_in_sql" <"$dir/copy.dat" \
+        2>"$res.err")"
+      [ "$got" = "COPY $copy_rows" ] && { ok=$((ok + 1)); continue; }
+    fi
+    bad=$((bad + 1))
+    [ -z "$err" ] && err="$got $(head -c 300 "$res.err" | tr '\n' ' ')"
+  done
+  echo "$ok $bad $err" >"$res"
+}
+
+# run_copy REP SCENARIO TARGET PORT PID CLIENTS NOTE: the COPY scenarios. The TPS column carries MB/s of COPY data
+# (10^6 bytes), latency is the mean seconds per COPY in ms, CPU is the proxy's µs per MB.
+run_copy() {
+  local rep="$1" sc="$2" t="$3" port="$4" pid="$5" clients="$6" note="$7" kind i c0="" c1="" rss="" hwm=""
+  kind="${sc#copy-}"; kind="${kind%%-*}"
+  bench_sql -c "TRUNCATE copy_sink" >/dev/null 2>&1
+  rm -f "$dir"/out/copy-*.res*
+  [ -n "$pid" ] && c0="$(cpu_ticks "$pid")"
+  local start end deadline pids=()
+  start=$(date +%s%N)
+  deadline=$((start + duration * 1000000000))
+  for ((i = 0; i < clients; i++)); do
+    copy_client "$kind" "$port" "$deadline" "$dir/out/copy-$i.res" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  end=$(date +%s%N)
+  if [ -n "$pid" ]; then
+    c1="$(cpu_ticks "$pid")"
+    rss="$(status_kb "$pid" VmRSS)"
+    hwm="$(status_kb "$pid" VmHWM)"
+  fi
+  local ok=0 bad=0 err="" o b e
+  for ((i = 0; i < clients; i++)); do
+    { read -r o b e <"$dir/out/copy-$i.res"; } 2>/dev/null || { o=0; b=1; e="client $i wrote no result"; }
+    ok=$((ok + o)); bad=$((bad + b))
+    [ -z "$err" ] && [ -n "$e" ] && err="$e"
+  done
+  local mbs lat cpu="" status=ok
+  mbs="$(awk -v n="$ok" -v b="$copy_bytes" -v ns=$((end - start)) 'BEGIN {printf "%.1f", n * b / 1e6 / (ns / 1e9)}')"
+  lat="$(awk -v n=$((ok + bad)) -v c="$clients" -v ns=$((end - start)) \
+    'BEGIN {if (n) printf "%.3f", ns / 1e6 * c / n}')"
+  if [ -n "$c0" ] && [ -n "$c1" ] && [ "$ok" -gt 0 ]; then
+    cpu="$(awk -v a="$c0" -v b="$c1" -v hz="$clk_tck" -v n="$ok" -v sz="$copy_bytes" \
+      'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / (n * sz / 1e6)}')"
+  fi
+  [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ] && status=errors
+  [ -n "$err" ] && note+="$err"
+  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    status="proxy-died"; note+=" the proxy process exited during the run"
+  fi
+  note="$(echo "$note" | tr '\t\n' '  ' | sed 's/^ *//; s/[ ;]*$//')"
+  record "$rep" "$sc" "$t" "$status" "" "$mbs" "$lat" "" "$bad" 0 "$ok" "$cpu" "$rss" "$hwm" "" "$note"
+  log "rep $rep $sc $t: $status ${mbs}MB/s copies=$ok failed=$bad cpu_us/MB=${cpu:--} rss_kb=${rss:--}${note:+ ($note)}"
 }
 
 run_one() {  # run_one REP SCENARIO TARGET
@@ -364,6 +496,10 @@ run_one() {  # run_one REP SCENARIO TARGET
   fi
   port="${PORT[$t]}"
   pid="${PID[$t]:-}"
+  if [[ "$sc" == copy-* ]]; then
+    run_copy "$rep" "$sc" "$t" "$port" "$pid" "$SC_CLIENTS" "$note"
+    return
+  fi
 
   if [[ "$sc" == idle10k-* ]]; then
     local st="$dir/idle.status"
@@ -444,7 +580,7 @@ for ((rep = 1; rep <= reps; rep++)); do
 done
 
 # ---------------------------------------------------------------- report
-stamp="$(date +%Y-%m-%d-%H%M)-$(hostname -s)"
+stamp="$(date +%Y-%m-%d-%H%M)-$(hostname -s)$([ "$tls" = 1 ] && echo -tls)"
 outdir="$repo/bench/results"
 mkdir -p "$outdir"
 pg_version="$("$PG_BIN/postgres" --version 2>/dev/null)"
@@ -454,7 +590,9 @@ export BENCH_META_TARGETS="${targets[*]}" BENCH_META_SCENARIOS="$scenarios" BENC
   BENCH_META_REPS="$reps" BENCH_META_SCALE="$scale" BENCH_META_POOL="$pool_size" BENCH_META_IDLE="$idle_count" \
   BENCH_META_PG="$pg_version" BENCH_META_PGB="$pgb_version" BENCH_META_PGWARD="$pgward_version" \
   BENCH_META_DOWN="$down_json" BENCH_META_QUICK="$quick" BENCH_META_WORKERS="$workers_list" \
-  BENCH_META_ELAPSED="$(( $(date +%s) - start_epoch ))" BENCH_META_BUILD_NOTE="$build_note"
+  BENCH_META_ELAPSED="$(( $(date +%s) - start_epoch ))" BENCH_META_BUILD_NOTE="$build_note" \
+  BENCH_META_TLS="$tls" BENCH_META_TLS_NOTE="$tls_note" BENCH_META_COPY_ROWS="$copy_rows" \
+  BENCH_META_COPY_BYTES="$copy_bytes"
 /usr/bin/python3 "$repo/bench/report.py" "$results" "$outdir/$stamp" || log "report failed"
 if command -v gnuplot >/dev/null && [ -f "$outdir/$stamp.dat" ]; then
   gnuplot "$outdir/$stamp.gp" 2>"$dir/gnuplot.err" || { log "gnuplot failed:"; cat "$dir/gnuplot.err" >&2; }
