@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <atomic>
@@ -403,6 +404,23 @@ std::uint64_t key_derivations() { return g_key_derivations.load(std::memory_orde
 
 // ---- Base64 (RFC 4648 section 4, with padding; the encoding SCRAM uses) ----
 
+std::string tls_server_end_point(std::string_view der_certificate) {
+  const unsigned char* in = bytes(der_certificate);
+  X509* cert = d2i_X509(nullptr, &in, static_cast<long>(der_certificate.size()));
+  if (!cert) return "";
+  int md_nid = NID_undef;
+  std::string out;
+  if (X509_get_signature_info(cert, &md_nid, nullptr, nullptr, nullptr) == 1) {
+    if (md_nid == NID_md5 || md_nid == NID_sha1) md_nid = NID_sha256;
+    const EVP_MD* md = EVP_get_digestbynid(md_nid);
+    unsigned char hash[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (md && X509_digest(cert, md, hash, &len) == 1) out.assign(reinterpret_cast<const char*>(hash), len);
+  }
+  X509_free(cert);
+  return out;
+}
+
 std::string base64_encode(std::string_view raw) {
   // EVP_EncodeBlock takes an int length; encode in chunks that are a multiple of 3 bytes so that no padding
   // appears mid-output.
@@ -576,9 +594,14 @@ ScramClient::ScramClient(std::string password, std::string client_nonce, std::st
       client_nonce_(std::move(client_nonce)),
       client_first_bare_("n=" + escape_saslname(user_name) + ",r=" + client_nonce_) {}
 
-// No channel binding: gs2 header "n,,". PostgreSQL takes the role from the startup packet, so libpq leaves
-// the SCRAM user name empty; the default constructor does the same.
-std::string ScramClient::client_first() { return "n,," + client_first_bare_; }
+void ScramClient::set_tls(std::string binding) {
+  cbind_data_ = std::move(binding);
+  gs2_header_ = cbind_data_.empty() ? "y,," : std::string(kCbindHeader);
+}
+
+// PostgreSQL takes the role from the startup packet, so libpq leaves the SCRAM user name empty; the default
+// constructor does the same.
+std::string ScramClient::client_first() { return gs2_header_ + client_first_bare_; }
 
 std::optional<std::string> ScramClient::handle_server_first(std::string_view server_first) {
   if (have_server_signature_) return std::nullopt;  // one exchange per object
@@ -615,7 +638,9 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
   }
   Key stored_key = sha256(as_view(client_key));
 
-  std::string final_without_proof = "c=" + std::string(kCbindNone) + ",r=" + std::string(*nonce);
+  // c= is the gs2 header and the channel binding data, if any (RFC 5802 section 7, "channel-binding").
+  std::string final_without_proof =
+      "c=" + base64_encode(gs2_header_ + cbind_data_) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + final_without_proof;
   Key client_signature = hmac_sha256(as_view(stored_key), auth_message);
   Key proof = xor_keys(client_key, client_signature);

@@ -125,7 +125,13 @@ class ScramServer {
   char cbind_flag_ = 'n';
 };
 
-// Client side of one exchange (pgward authenticating to a PostgreSQL server), no channel binding ("n,,").
+// tls-server-end-point channel binding data (RFC 5929 section 4.1) of a certificate given in DER: its hash
+// under the hash function of its signature algorithm, SHA-256 in place of MD5 and SHA-1. "" when the
+// certificate does not parse or its signature algorithm has no single hash function (Ed25519).
+std::string tls_server_end_point(std::string_view der_certificate);
+
+// Client side of one exchange (pgward authenticating to a PostgreSQL server). Without set_tls() the gs2
+// header is "n,,": no channel binding.
 class ScramClient {
  public:
   explicit ScramClient(std::string password);
@@ -136,6 +142,14 @@ class ScramClient {
   // Pass-through: no password, the keys a client's proof revealed. The server must offer exactly their salt
   // and iteration count (it does when the client was checked against the server's own verifier).
   explicit ScramClient(ScramKeys keys);
+  // Before client_first(), on a TLS link: `binding` is the tls-server-end-point data of the server's
+  // certificate when the server offered SCRAM-SHA-256-PLUS, and the exchange is bound to it
+  // ("p=tls-server-end-point,,"); "" when it did not, and the header says pgward could have bound ("y,,"),
+  // as libpq does.
+  void set_tls(std::string binding);
+  // The exchange is bound to the channel: SASLInitialResponse names SCRAM-SHA-256-PLUS.
+  bool bound() const { return !cbind_data_.empty(); }
+  const char* mechanism() const { return bound() ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256"; }
   // client-first-message, to send in SASLInitialResponse.
   std::string client_first();
   // Input: server-first-message (AuthenticationSASLContinue data). Output: client-final-message, or nullopt
@@ -148,6 +162,8 @@ class ScramClient {
  private:
   std::string password_;
   std::optional<ScramKeys> keys_;
+  std::string gs2_header_ = "n,,";
+  std::string cbind_data_;
   std::string client_nonce_;
   std::string client_first_bare_;
   std::array<std::uint8_t, 32> expected_server_signature_{};

@@ -247,7 +247,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login_once(const ServerTa
   auto login_result = co_await (authenticate() || deadline.async_wait(as_tuple(use_awaitable)));
   if (login_result.index() == 1) co_return fail("timeout expired during login");
   if (auto err = std::get<0>(login_result)) co_return err;
-  spdlog::info("server {} connected to {} (database {}, user {})", id_, where, target.dbname, target.user);
+  spdlog::info("server {} connected to {} (database {}, user {}{}{})", id_, where, target.dbname, target.user,
+               auth_method_.empty() ? "" : ", ", auth_method_);
   co_return std::nullopt;
 }
 
@@ -262,7 +263,7 @@ ProxyError lost_during_login(std::string_view where) {
 // The answer to one Authentication request of the server, appended to `out` (nothing for AuthenticationOk and
 // SASLFinal); an error when pgward cannot or must not go on.
 std::optional<ProxyError> answer_authentication(const ServerTarget& target, std::string_view where,
-                                                const pr::AuthRequest& req,
+                                                const pr::AuthRequest& req, const TlsStream* tls,
                                                 std::optional<pr::auth::ScramClient>& scram,
                                                 std::string& out) {
   const std::string server = "server " + std::string(where);
@@ -297,7 +298,14 @@ std::optional<ProxyError> answer_authentication(const ServerTarget& target, std:
       } else {
         scram.emplace(*target.scram_keys);
       }
-      pr::put_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
+      // Over TLS, as libpq: bind to the server's certificate when it offers SCRAM-SHA-256-PLUS (plain SCRAM,
+      // with "could have bound", when the hash cannot be had or it does not offer it).
+      if (tls && tls->established()) {
+        const bool plus = std::find(mechs->begin(), mechs->end(), "SCRAM-SHA-256-PLUS") != mechs->end();
+        std::string binding = plus ? tls->peer_end_point() : std::string();
+        if (!plus || !binding.empty()) scram->set_tls(std::move(binding));
+      }
+      pr::put_sasl_initial_response(out, scram->mechanism(), scram->client_first());
       return std::nullopt;
     }
     case pr::authcode::kSaslContinue: {
@@ -354,7 +362,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::authenticate() {
       case pr::be::kAuthentication: {
         auto req = pr::parse_authentication(msg->body);
         if (!req) co_return lost_during_login(where);
-        if (auto err = answer_authentication(target_, where, *req, scram, out)) co_return err;
+        if (auto err = answer_authentication(target_, where, *req, tls_.get(), scram, out)) co_return err;
+        if (scram) auth_method_ = scram->mechanism();
         if (!out.empty() && !co_await write(out)) co_return lost_during_login(where);
         break;
       }

@@ -138,6 +138,7 @@ class ServerConn final : public pool::Server {
   tcp::socket socket_;
   std::unique_ptr<TlsStream> tls_;  // refers to socket_
   std::optional<bool> tls_handshake_;
+  std::string auth_method_;  // the SASL mechanism of the last login, "" when none was used
   std::uint64_t id_;
   ServerTarget target_;
   protocol::CancelRequest backend_key_{};

@@ -12,6 +12,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "protocol/auth.hpp"
+
 namespace pgward::proxy {
 
 namespace ssl = asio::ssl;
@@ -206,17 +208,21 @@ bool TlsStream::peer_verified() const {
   return SSL_get0_peer_certificate(native()) != nullptr && SSL_get_verify_result(native()) == X509_V_OK;
 }
 
-std::string TlsStream::server_end_point() const {
-  X509* cert = SSL_get_certificate(native());
-  int md_nid = NID_undef;
-  if (!cert || X509_get_signature_info(cert, &md_nid, nullptr, nullptr, nullptr) != 1) return "";
-  if (md_nid == NID_md5 || md_nid == NID_sha1) md_nid = NID_sha256;
-  const EVP_MD* md = EVP_get_digestbynid(md_nid);
-  unsigned char hash[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!md || X509_digest(cert, md, hash, &len) != 1) return "";
-  return std::string(reinterpret_cast<const char*>(hash), len);
+namespace {
+std::string end_point_of(const X509* cert) {
+  unsigned char* der = nullptr;
+  const int len = cert ? i2d_X509(cert, &der) : -1;
+  if (len <= 0) return "";
+  std::string binding = protocol::auth::tls_server_end_point(
+      {reinterpret_cast<const char*>(der), static_cast<std::size_t>(len)});
+  OPENSSL_free(der);
+  return binding;
 }
+}  // namespace
+
+std::string TlsStream::server_end_point() const { return end_point_of(SSL_get_certificate(native())); }
+
+std::string TlsStream::peer_end_point() const { return end_point_of(SSL_get0_peer_certificate(native())); }
 
 bool TlsStream::certificate_rejected() const { return SSL_get_verify_result(native()) != X509_V_OK; }
 

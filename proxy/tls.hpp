@@ -92,6 +92,8 @@ class TlsStream {
   // tls-server-end-point channel binding data (RFC 5929): the hash of the certificate pgward showed, with
   // the hash of its signature algorithm (SHA-256 in place of MD5 and SHA-1); "" when it cannot be had.
   std::string server_end_point() const;
+  // The same for the peer's certificate (towards a server: the binding of SCRAM-SHA-256-PLUS).
+  std::string peer_end_point() const;
   SSL* native() const;
 
  private:

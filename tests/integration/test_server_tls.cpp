@@ -110,6 +110,33 @@ TEST(ServerTls, ScramOverTlsAndTheAdminViews) {
       << metrics;
 }
 
+// The TLS PostgreSQL offers SCRAM-SHA-256-PLUS: pgward binds the exchange to the server's certificate, with a
+// password and in SCRAM pass-through alike. (PostgreSQL 15 shows no binding in a view; pgward's log names
+// the mechanism it used.)
+TEST(ServerTls, ScramBindsToTheServerCertificate) {
+  const std::string verify = "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt");
+  {
+    Pgward pgward(server_tls_config("localhost", verify, "user = \"app\"\npassword = \"apppass\"\n"));
+    Conn conn;
+    EXPECT_EQ(backend_ssl(pgward, conn), "true app");
+    EXPECT_NE(pgward.log().find("user app, SCRAM-SHA-256-PLUS)"), std::string::npos) << pgward.log_tail(20);
+  }
+  // Pass-through: the keys a client's proof revealed, checked against the TLS PostgreSQL's own verifier.
+  Conn direct = Conn::connect("host=127.0.0.1 port=" + std::to_string(tls_pg_port()) +
+                              " user=postgres dbname=postgres sslmode=require");
+  ASSERT_TRUE(direct.ok()) << direct.error();
+  const std::string verifier = query_value(direct, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
+  ASSERT_EQ(verifier.rfind("SCRAM-SHA-256$", 0), 0u) << verifier;
+  PgwardConfig config = server_tls_config("localhost", verify);
+  config.auth = "type = \"scram-sha-256\"\n";
+  config.users = "app = \"" + verifier + "\"\n";
+  Pgward pgward(config);
+  Conn conn = pgward.connect("app", "app", "apppass");
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  EXPECT_EQ(query_value(conn, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "true");
+  EXPECT_NE(pgward.log().find("user app, SCRAM-SHA-256-PLUS)"), std::string::npos) << pgward.log_tail(20);
+}
+
 TEST(ServerTls, FailedVerificationIsCountedAndNotRetried) {
   Pgward pgward(server_tls_config("127.0.0.1", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt")));
   const auto start = Clock::now();

@@ -772,5 +772,108 @@ TEST(AuthScramFuzz, RandomInputsAreRejectedWithoutCrashing) {
   }
 }
 
+// ---- tls-server-end-point (RFC 5929), and the client's side of SCRAM-SHA-256-PLUS ----
+
+// Self-signed P-256 certificates (DER in base64) signed with ECDSA over SHA-256, SHA-384 and SHA-1, and their
+// hashes as `openssl x509 -outform der | openssl dgst -sha256 / -sha384` gave them. Only their bytes matter
+// here: nothing checks their validity period.
+constexpr std::string_view kCertSha256 =
+    "MIIBfDCCASOgAwIBAgIULvM8FSgUFE+ssIJ+6idqRy48RaMwCgYIKoZIzj0EAwIwFDESMBAGA1UEAwwJY2Igc2hhMjU2MB4XDTI2"
+    "MTEzMDE5MjAzOFoXDTI2MTIwMTE5MjAzOFowFDESMBAGA1UEAwwJY2Igc2hhMjU2MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+    "4o2n3Js1MnaF7rlp0GMvlSI4hhgYV0rILPuCGWQRAXRqLUMNvsp5areukHM57SzJqN3Xd8HwvZxlFVYjPrzahKNTMFEwHQYDVR0O"
+    "BBYEFHwA7+ww7pUfRzsmkGLCbF4rzaseMB8GA1UdIwQYMBaAFHwA7+ww7pUfRzsmkGLCbF4rzaseMA8GA1UdEwEB/wQFMAMBAf8w"
+    "CgYIKoZIzj0EAwIDRwAwRAIgX0SJp8ktxnno0oe5YEBxS46EfbQOS/sErfI88o7Y5yMCIHRIH0rbBD8tuIsxOJSidBON+M02U7f/"
+    "MIFZ8EOOWKPL";
+constexpr std::string_view kCertSha384 =
+    "MIIBfjCCASOgAwIBAgIUMt/SDkWbqFxEwbvyxw/DYvvplwwwCgYIKoZIzj0EAwMwFDESMBAGA1UEAwwJY2Igc2hhMzg0MB4XDTI2"
+    "MTEzMDE5MjAzOFoXDTI2MTIwMTE5MjAzOFowFDESMBAGA1UEAwwJY2Igc2hhMzg0MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+    "2LsKuHN/X6uHBhSv8V+KeyQT2RKSGZH2rSbcgsu7Ftv7ji6P3IghlllqoVt23bfmQ98zcLNTSkme8FVEBrB5HKNTMFEwHQYDVR0O"
+    "BBYEFFt/oKIe3XnFur7GJ0fGXtLd1XQQMB8GA1UdIwQYMBaAFFt/oKIe3XnFur7GJ0fGXtLd1XQQMA8GA1UdEwEB/wQFMAMBAf8w"
+    "CgYIKoZIzj0EAwMDSQAwRgIhAIYYCVyaE9bHKF9kM0Z/kt+leFUpXY96AXISivUrl2q/AiEAkKNpJE8ClrVayLolMG5D3FPX2tvE"
+    "Lm+62qE2srJxIrg=";
+constexpr std::string_view kCertSha1 =
+    "MIIBeDCCAR6gAwIBAgIUIhwYc1pJFRa8EdfCuoBaCinybQAwCQYHKoZIzj0EATASMRAwDgYDVQQDDAdjYiBzaGExMB4XDTI2MTEz"
+    "MDE5MjAzOVoXDTI2MTIwMTE5MjAzOVowEjEQMA4GA1UEAwwHY2Igc2hhMTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDme8Iy4"
+    "Tz1gEZyxntaW7VqKsRen+4/nhLZ/sOylat129tL5PptVMzvGY8OiDzpzh/g1BgEh3PTMb7srTWeLXpejUzBRMB0GA1UdDgQWBBR7"
+    "fpoXm7A0NFhQlFyddm/FIOxmFjAfBgNVHSMEGDAWgBR7fpoXm7A0NFhQlFyddm/FIOxmFjAPBgNVHRMBAf8EBTADAQH/MAkGByqG"
+    "SM49BAEDSQAwRgIhAMiQTmnFR/pECCWRmJ5J6Iq4SRYw8T2i9on6dypc5PBIAiEApBQ0seixlscE4kmW6ij1RR5S3GN9fJloZ8q/"
+    "gq5d7G8=";
+
+std::string hex_of(std::string_view raw) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+TEST(AuthTlsServerEndPoint, HashOfTheSignatureAlgorithm) {
+  EXPECT_EQ(hex_of(tls_server_end_point(*base64_decode(kCertSha256))),
+            "2fd2c4c38852ee4ca5b65d00d0b15822528a8062525abab0787bf77fbffc896a");
+  EXPECT_EQ(
+      hex_of(tls_server_end_point(*base64_decode(kCertSha384))),
+      "9c876ff28c052bb146ebcad1271b58f43b50f12922571958d43a024d7adf4abc61767a1d884fa742bd790fe224762363");
+  // SHA-1 (and MD5) are replaced by SHA-256.
+  EXPECT_EQ(hex_of(tls_server_end_point(*base64_decode(kCertSha1))),
+            "1c040238a277a1db34c25d7dc5f098f2205557d0bebe8020d9ee0ff1b9a08007");
+  EXPECT_EQ(tls_server_end_point("not a certificate"), "");
+  EXPECT_EQ(tls_server_end_point(""), "");
+}
+
+TEST(AuthScramClientChannelBinding, ClientFinalCarriesHeaderAndCertificateHash) {
+  const std::string binding = tls_server_end_point(*base64_decode(kCertSha384));
+  ASSERT_EQ(binding.size(), 48u);
+  ScramClient client{"pw", "clientnonce", ""};
+  client.set_tls(binding);
+  EXPECT_TRUE(client.bound());
+  EXPECT_STREQ(client.mechanism(), "SCRAM-SHA-256-PLUS");
+  const std::string first = client.client_first();
+  EXPECT_EQ(first, "p=tls-server-end-point,,n=,r=clientnonce");
+
+  ScramServer server{fixture_verifier()};
+  server.set_channel_binding(binding);
+  auto server_first = server.handle_client_first(first);
+  ASSERT_TRUE(server_first);
+  EXPECT_TRUE(server.bound());
+  auto final_msg = client.handle_server_first(*server_first);
+  ASSERT_TRUE(final_msg);
+  EXPECT_EQ(final_msg->rfind("c=" + base64_encode("p=tls-server-end-point,," + binding) + ",r=", 0), 0u)
+      << *final_msg;
+  auto server_final = server.handle_client_final(*final_msg);
+  ASSERT_TRUE(server_final);
+  EXPECT_TRUE(client.verify_server_final(*server_final));
+
+  // A server that sees another certificate (a man in the middle's) refuses the proof.
+  ScramClient bound_elsewhere{"pw", "clientnonce", ""};
+  bound_elsewhere.set_tls(binding);
+  ScramServer middle{fixture_verifier()};
+  middle.set_channel_binding(tls_server_end_point(*base64_decode(kCertSha256)));
+  auto middle_first = middle.handle_client_first(bound_elsewhere.client_first());
+  ASSERT_TRUE(middle_first);
+  auto middle_final = bound_elsewhere.handle_server_first(*middle_first);
+  ASSERT_TRUE(middle_final);
+  EXPECT_FALSE(middle.handle_client_final(*middle_final));
+}
+
+TEST(AuthScramClientChannelBinding, TlsWithoutPlusSaysItCouldHaveBound) {
+  ScramClient client{"pw", "clientnonce", ""};
+  client.set_tls("");
+  EXPECT_FALSE(client.bound());
+  EXPECT_STREQ(client.mechanism(), "SCRAM-SHA-256");
+  EXPECT_EQ(client.client_first(), "y,,n=,r=clientnonce");
+  ScramServer server{fixture_verifier()};  // offers no binding: "y" is fine
+  auto server_first = server.handle_client_first(client.client_first());
+  ASSERT_TRUE(server_first);
+  auto final_msg = client.handle_server_first(*server_first);
+  ASSERT_TRUE(final_msg);
+  EXPECT_EQ(final_msg->rfind("c=eSws,r=", 0), 0u) << *final_msg;  // base64("y,,")
+  EXPECT_TRUE(server.handle_client_final(*final_msg));
+  // Without set_tls: "n,,", c=biws.
+  ScramClient plain{"pw", "clientnonce", ""};
+  EXPECT_EQ(plain.client_first(), "n,,n=,r=clientnonce");
+}
+
 }  // namespace
 }  // namespace pgward::protocol::auth
