@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 
@@ -35,6 +36,26 @@ leaf client pgward_trust ca "basicConstraints=CA:FALSE"
 leaf stranger someone_else ca "basicConstraints=CA:FALSE"
 leaf cert_user pgward_cert ca "basicConstraints=CA:FALSE"
 leaf rogue pgward_trust other_ca "basicConstraints=CA:FALSE"
+# Certificates out of their validity period, for the keys above: `openssl ca` sets any notBefore/notAfter.
+mkdir ca.db
+: > ca.db/index.txt
+echo 1000 > ca.db/serial
+printf '%s\n' "[ca]" "default_ca = test" "[test]" "database = ca.db/index.txt" "serial = ca.db/serial" \
+  "new_certs_dir = ca.db" "certificate = ca.crt" "private_key = ca.key" "default_md = sha256" "policy = any" \
+  "unique_subject = no" "[any]" "commonName = supplied" > ca.cnf
+dated() {  # name, the leaf whose request and key it takes, notBefore, notAfter, extensions
+  printf '%s\n' "[ext]" "$5" > "$1.ext"
+  openssl ca -batch -notext -config ca.cnf -in "$2.csr" -out "$1.crt" -startdate "$3" -enddate "$4" \
+    -extfile "$1.ext" -extensions ext
+  cp "$2.key" "$1.key"
+}
+past="20200101000000Z 20200102000000Z"
+future="20990101000000Z 20991231000000Z"
+dated pgward_expired pgward $past "subjectAltName=DNS:localhost,IP:127.0.0.1"
+dated pg_expired pg $past "subjectAltName=DNS:localhost"
+dated pg_future pg $future "subjectAltName=DNS:localhost"
+dated client_expired client $past "basicConstraints=CA:FALSE"
+dated client_future client $future "basicConstraints=CA:FALSE"
 chmod 600 ./*.key
 chmod 644 ./*.crt
 chmod 755 .
@@ -104,6 +125,10 @@ void start_tls_postgres() {
     chmod(to.c_str(), 0600);
     give_to_postgres(to);
   }
+  // In postgresql.conf rather than on the command line, so that a test can ALTER SYSTEM them.
+  std::ofstream(data + "/postgresql.conf", std::ios::app)
+      << "ssl = on\nssl_cert_file = 'pg.crt'\nssl_key_file = 'pg.key'\nssl_ca_file = 'ca.crt'\n"
+      << "log_disconnections = on\n";
   // hostssl only: whatever comes in plain text finds no line and is refused.
   write_text_file(data + "/pg_hba.conf",
                   "local all all trust\n"
@@ -111,28 +136,11 @@ void start_tls_postgres() {
                   "hostssl all app 127.0.0.1/32 scram-sha-256\n"
                   "hostssl all all 127.0.0.1/32 trust\n");
   pg.port = free_port();
-  pg.pid = spawn_process(postgres_user_argv({postgres_program("postgres"),
-                                             "-D",
-                                             data,
-                                             "-p",
-                                             std::to_string(pg.port),
-                                             "-k",
-                                             pg.dir,
-                                             "-c",
-                                             "listen_addresses=127.0.0.1",
-                                             "-c",
-                                             "fsync=off",
-                                             "-c",
-                                             "ssl=on",
-                                             "-c",
-                                             "ssl_cert_file=pg.crt",
-                                             "-c",
-                                             "ssl_key_file=pg.key",
-                                             "-c",
-                                             "ssl_ca_file=ca.crt",
-                                             "-c",
-                                             "logging_collector=off"}),
-                         pg.dir + "/postgres.log", /*die_with_parent=*/true);
+  pg.pid = spawn_process(
+      postgres_user_argv({postgres_program("postgres"), "-D", data, "-p", std::to_string(pg.port), "-k",
+                          pg.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+                          "logging_collector=off"}),
+      pg.dir + "/postgres.log", /*die_with_parent=*/true);
   const std::string local = "host=" + pg.dir + " port=" + std::to_string(pg.port) + " user=postgres dbname=";
   const bool up = wait_until([&] { return PQping((local + "postgres").c_str()) == PQPING_OK; }, 30s);
   if (!up)
@@ -153,6 +161,11 @@ void start_tls_postgres() {
 const TlsFiles& tls_files() {
   static const TlsFiles files = make_files();
   return files;
+}
+
+std::string tls_pg_log() {
+  tls_pg_port();
+  return read_text_file(tls_postgres().dir + "/postgres.log");
 }
 
 int tls_pg_port() {

@@ -19,11 +19,15 @@ struct TlsFiles {
   // stranger.crt/.key a client certificate with CN "someone_else"
   // cert_user.crt/.key  CN "pgward_cert", the TLS PostgreSQL's user with `cert` authentication
   // rogue.crt/.key    CN "pgward_trust", signed by other_ca
+  // Signed by ca with the key of the leaf they are named after, expired in 2020 or valid from 2099 only:
+  // pgward_expired.crt/.key, pg_expired.crt, pg_future.crt, client_expired.crt/.key, client_future.crt/.key
 };
 const TlsFiles& tls_files();
 
 // The TLS-only PostgreSQL: its port on 127.0.0.1. Roles: pgward_trust (trust), app (scram-sha-256,
 // password "apppass"), pgward_cert (cert); database app. A plaintext connection is refused (28000).
 int tls_pg_port();
+// What the TLS-only PostgreSQL logged so far (it logs disconnections).
+std::string tls_pg_log();
 
 }  // namespace pgward::it
