@@ -42,6 +42,8 @@ Value maybe(const std::optional<T>& v) {
     return std::to_string(*v);
   }
 }
+// NULL for "" (a plain connection's tls, as /api shows null).
+Value maybe_text(const std::string& s) { return s.empty() ? Value() : Value(s); }
 
 // What PostgreSQL prints for a timestamptz in UTC ("2026-11-30 15:56:06+00").
 Value timestamp(std::chrono::system_clock::time_point t) {
@@ -129,11 +131,13 @@ proxy::ConsoleReply show_clients(proxy::Proxy& p) {
            {"link", kInt8},
            {"id", kInt8},
            {"phase", kText},
-           {"pinned", kText}});
+           {"pinned", kText},
+           {"tls", kText}});
   for (const ClientRow& r : client_rows(p)) {
     auto [addr, port] = split_peer(r.peer);
     t.row({text("C"), text(r.user), text(r.database), text(r.state), addr, port, timestamp(r.connected_at),
-           maybe(r.server_id), num(static_cast<std::int64_t>(r.id)), text(r.phase), maybe(r.pinned)});
+           maybe(r.server_id), num(static_cast<std::int64_t>(r.id)), text(r.phase), maybe(r.pinned),
+           maybe_text(r.tls)});
   }
   return t.done();
 }
@@ -147,10 +151,11 @@ proxy::ConsoleReply show_servers(proxy::Proxy& p) {
            {"port", kInt4},
            {"link", kInt8},
            {"id", kInt8},
-           {"idle_ms", kInt8}});
+           {"idle_ms", kInt8},
+           {"tls", kText}});
   for (const ServerRow& r : server_rows(p)) {
     t.row({text("S"), text(r.user), text(r.database), text(r.state), maybe(r.host), maybe(r.port),
-           maybe(r.client_id), num(static_cast<std::int64_t>(r.id)), maybe(r.idle_ms)});
+           maybe(r.client_id), num(static_cast<std::int64_t>(r.id)), maybe(r.idle_ms), maybe_text(r.tls)});
   }
   return t.done();
 }

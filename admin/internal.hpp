@@ -50,7 +50,7 @@ struct ServerRow {
   std::optional<std::string> host;
   std::optional<std::int64_t> port, idle_ms;
   std::optional<std::uint64_t> client_id;
-  std::string tls;  // known for idle servers only; empty otherwise
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384", empty for a plain connection
 };
 std::vector<PoolRow> pool_rows(proxy::Proxy& proxy);
 std::vector<ClientRow> client_rows(proxy::Proxy& proxy);

@@ -244,6 +244,7 @@ std::vector<ServerRow> server_rows(proxy::Proxy& p) {
       r.port = target.port;
     }
     r.client_id = c->id;
+    r.tls = c->server_tls(server);
     rows.push_back(std::move(r));
   }
   for (proxy::PoolEntry* e : p.pools()) {

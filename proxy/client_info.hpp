@@ -84,11 +84,24 @@ struct ClientInfo {
     std::lock_guard lock(mu_);
     return tls_;
   }
+  // The linked server's TLS description (null for a plain link), kept with its id.
+  void set_server_tls(std::uint64_t server_id, std::shared_ptr<const std::string> text) {
+    std::lock_guard lock(mu_);
+    server_tls_id_ = server_id;
+    server_tls_ = std::move(text);
+  }
+  // Of server `server_id` ("" when that is not the server last linked, or its link is plain).
+  std::string server_tls(std::uint64_t server_id) const {
+    std::lock_guard lock(mu_);
+    return server_tls_id_ == server_id && server_tls_ ? *server_tls_ : std::string();
+  }
 
  private:
   mutable std::mutex mu_;
   Identity identity_;
   std::string tls_;
+  std::uint64_t server_tls_id_ = 0;
+  std::shared_ptr<const std::string> server_tls_;
 };
 
 }  // namespace pgward::proxy

@@ -134,8 +134,12 @@ void ClientTracker::set_pin(PinReason reason) {
   if (info_) info_->pin.store(reason, std::memory_order_relaxed);
 }
 
-void ClientTracker::set_server(std::uint64_t server_id) {
-  if (info_) info_->server_id.store(server_id, std::memory_order_relaxed);
+void ClientTracker::set_server(std::uint64_t server_id, const std::shared_ptr<const std::string>& tls) {
+  if (!info_ || server_id == server_id_) return;
+  server_id_ = server_id;
+  // The description first: a reader that sees the id finds its description (or, briefly, none).
+  if (server_id) info_->set_server_tls(server_id, tls);
+  info_->server_id.store(server_id, std::memory_order_relaxed);
 }
 
 void ClientTracker::waited(Clock::duration d) {

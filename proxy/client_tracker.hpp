@@ -39,8 +39,9 @@ class ClientTracker {
   void set_tls(std::string text) {
     if (info_) info_->set_tls(std::move(text));
   }
-  // The server linked to the client (0: none), for /api/clients.
-  void set_server(std::uint64_t server_id);
+  // The server linked to the client (0: none) and its TLS description (null: plain), for /api/clients and
+  // /api/servers.
+  void set_server(std::uint64_t server_id, const std::shared_ptr<const std::string>& tls);
   // The client is held on its server for `reason` (PinReason::none: no longer): the pinned gauge, the pin
   // counter and /api/clients.
   void set_pin(PinReason reason);
@@ -82,6 +83,7 @@ class ClientTracker {
   stats::PoolStats* stats_ = nullptr;
   ClientState state_ = ClientState::login;  // client_state() of the phase last set
   PinReason pin_ = PinReason::none;
+  std::uint64_t server_id_ = 0;  // the last set_server()
   Clock::time_point query_start_{};
   Clock::time_point tx_start_{};
   bool in_tx_ = false;

@@ -105,8 +105,10 @@ class ServerConn final : public pool::Server {
   asio::awaitable<std::optional<ProxyError>> login(const ServerTarget& target);
   // Whether the last login's TLS handshake succeeded; nullopt when none was tried.
   std::optional<bool> tls_handshake() const { return tls_handshake_; }
-  // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the link is TLS, else "".
-  std::string tls_description() const;
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the link is TLS, else "" (null): made once, at the handshake, and
+  // shared with what /api/servers shows of the client linked to it.
+  std::string tls_description() const { return tls_text_ ? *tls_text_ : std::string(); }
+  const std::shared_ptr<const std::string>& tls_text() const { return tls_text_; }
 
   // Runs one simple query whose output is only ParameterStatus/CommandComplete/notices (SET, RESET, DISCARD
   // ALL, ROLLBACK) and reads up to its ReadyForQuery; reported parameters update `params` and, when given,
@@ -137,6 +139,7 @@ class ServerConn final : public pool::Server {
 
   tcp::socket socket_;
   std::unique_ptr<TlsStream> tls_;  // refers to socket_
+  std::shared_ptr<const std::string> tls_text_;
   std::optional<bool> tls_handshake_;
   std::string auth_method_;  // the SASL mechanism of the last login, "" when none was used
   std::uint64_t id_;

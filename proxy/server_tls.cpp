@@ -33,10 +33,6 @@ ServerTls server_tls_target(const config::Database& db, std::shared_ptr<asio::ss
   return t;
 }
 
-std::string ServerConn::tls_description() const {
-  return tls_ && tls_->established() ? tls_->version() + " " + tls_->cipher() : std::string();
-}
-
 asio::awaitable<std::optional<ProxyError>> ServerConn::negotiate_tls(const ServerTarget& target) {
   const std::string where = target.host + ":" + std::to_string(target.port);
   // 08001 for what retrying cannot change (the server's TLS answer, its certificate): the checkout does not
@@ -69,7 +65,8 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::negotiate_tls(const Serve
   auto error = co_await tls_->connect(target.tls.check);
   tls_handshake_ = !error;
   if (error) co_return fail(*error, tls_->certificate_rejected() ? kRefused : ss::kConnectionFailure);
-  spdlog::debug("server {}: {} {}", id_, tls_->version(), tls_->cipher());
+  tls_text_ = std::make_shared<const std::string>(tls_->version() + " " + tls_->cipher());
+  spdlog::debug("server {}: {}", id_, *tls_text_);
   co_return std::nullopt;
 }
 

@@ -70,7 +70,7 @@ void Session::transition(Phase next) {
   }
   phase_ = next;
   track_.set_phase(next);
-  track_.set_server(server_ ? server_->id() : 0);
+  track_.set_server(server_ ? server_->id() : 0, server_ ? server_->tls_text() : nullptr);
   assert((server_ != nullptr) == (phase_ == Phase::linked));
 }
 

@@ -178,8 +178,9 @@ TEST(Console, ShowAnswersMatchTheHttpViews) {
   EXPECT_EQ(pool->at("paused"), "f");
 
   const Shown clients = show(pgward.port(), "CLIENTS");
-  EXPECT_EQ(clients.columns, (std::vector<std::string>{"type", "user", "database", "state", "addr", "port",
-                                                       "connect_time", "link", "id", "phase", "pinned"}))
+  EXPECT_EQ(clients.columns,
+            (std::vector<std::string>{"type", "user", "database", "state", "addr", "port", "connect_time",
+                                      "link", "id", "phase", "pinned", "tls"}))
       << clients.raw;
   // Every client the HTTP view shows, with the same state and server; and psql's own console session.
   std::string linked_id, server_id;
@@ -196,6 +197,7 @@ TEST(Console, ShowAnswersMatchTheHttpViews) {
     EXPECT_EQ(row->at("database"), kDatabase);
     EXPECT_EQ(row->at("addr") + ":" + row->at("port"), json_text(c, "peer"));
     EXPECT_EQ(row->at("link"), json_number(c, "server_id"));
+    EXPECT_EQ(row->at("tls"), "") << "NULL for a plain client";
     if (json_text(c, "state") == "active") {
       linked_id = row->at("id");
       server_id = row->at("link");
@@ -209,7 +211,7 @@ TEST(Console, ShowAnswersMatchTheHttpViews) {
 
   const Shown servers = show(pgward.port(), "SERVERS");
   EXPECT_EQ(servers.columns, (std::vector<std::string>{"type", "user", "database", "state", "addr", "port",
-                                                       "link", "id", "idle_ms"}))
+                                                       "link", "id", "idle_ms", "tls"}))
       << servers.raw;
   ASSERT_EQ(servers.rows.size(), 1u) << servers.raw;
   const std::string servers_json = http(admin_port, "GET", "/api/servers").body;
@@ -218,6 +220,7 @@ TEST(Console, ShowAnswersMatchTheHttpViews) {
   EXPECT_EQ(servers.rows[0].at("state"), "active");
   EXPECT_EQ(servers.rows[0].at("link"), linked_id);
   EXPECT_EQ(servers.rows[0].at("port"), std::to_string(pg_port()));
+  EXPECT_EQ(servers.rows[0].at("tls"), "") << "NULL for a plain server link";
 
   exec(linked, "COMMIT");
   ASSERT_TRUE(finish_within(waiting, 10s));

@@ -1,5 +1,7 @@
 // TLS towards PostgreSQL ([server_tls] and per-database server_tls_*): libpq's sslmode semantics against a
 // PostgreSQL that accepts TLS only, and against one without TLS; certificate authentication to the server.
+#include <map>
+#include <regex>
 #include <string>
 
 #include "harness.hpp"
@@ -95,17 +97,48 @@ TEST(ServerTls, CertificateAuthenticationToTheServer) {
   EXPECT_NE(got.find("failed"), std::string::npos) << got;
 }
 
+// The "tls" column of each row of a console SHOW, by the value of its "state" column.
+std::map<std::string, std::string> tls_by_state(PGconn* console, const std::string& show) {
+  std::map<std::string, std::string> out;
+  Result r = exec(console, show);
+  const int state = PQfnumber(r.get(), "state");
+  const int tls = PQfnumber(r.get(), "tls");
+  for (int row = 0; state >= 0 && tls >= 0 && row < PQntuples(r.get()); ++row)
+    out[PQgetvalue(r.get(), row, state)] =
+        PQgetisnull(r.get(), row, tls) ? "NULL" : PQgetvalue(r.get(), row, tls);
+  return out;
+}
+
 TEST(ServerTls, ScramOverTlsAndTheAdminViews) {
-  PgwardConfig config =
-      server_tls_config("localhost", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"),
-                        "user = \"app\"\npassword = \"apppass\"\n");
+  const TlsFiles& f = tls_files();
+  const int admin_port = free_port();
+  PgwardConfig config = server_tls_config(
+      "localhost", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt"),
+      "user = \"app\"\npassword = \"apppass\"\n[admin]\nlisten = \"127.0.0.1:" + std::to_string(admin_port) +
+          "\"\nconsole_users = [\"" + kTrustUser + "\"]\n[client_tls]\nmode = \"prefer\"\ncert_file = \"" +
+          f.path("pgward.crt") + "\"\nkey_file = \"" + f.path("pgward.key") + "\"\n");
   Pgward pgward(config);
   Conn conn;
   EXPECT_EQ(backend_ssl(pgward, conn), "true app");
+  // In a transaction the server stays linked: active servers show their TLS too, in /api and the console.
+  exec(conn, "BEGIN");
+  const std::string active = http(admin_port, "GET", "/api/servers").body;
+  EXPECT_TRUE(std::regex_search(active, std::regex(R"("state":"active"[^}]*"tls":"TLSv1\.3 )"))) << active;
+  Conn console = Conn::connect(pgward.conninfo(kTrustUser, "pgward") + " sslmode=disable");
+  ASSERT_TRUE(console.ok()) << console.error();
+  const auto servers_shown = tls_by_state(console, "SHOW SERVERS");
+  EXPECT_EQ(servers_shown.count("active"), 1u);
+  EXPECT_EQ(servers_shown.count("active") ? servers_shown.at("active").rfind("TLSv1.3 ", 0) : 1, 0u);
+  // The client came over TLS (libpq's default prefer); the console session in plain text.
+  const auto clients_shown = tls_by_state(console, "SHOW CLIENTS");
+  EXPECT_EQ(clients_shown.count("active") ? clients_shown.at("active").rfind("TLSv1.3 ", 0) : 1, 0u);
+  EXPECT_EQ(clients_shown.count("idle") ? clients_shown.at("idle") : "", "NULL");
+  exec(conn, "COMMIT");
   conn = Conn();
-  const std::string servers = http(pgward.admin_port(), "GET", "/api/servers").body;
-  EXPECT_NE(servers.find("\"tls\":\"TLSv1.3 "), std::string::npos) << servers;
-  const std::string metrics = http(pgward.admin_port(), "GET", "/metrics").body;
+  const std::string servers = http(admin_port, "GET", "/api/servers").body;
+  EXPECT_TRUE(std::regex_search(servers, std::regex(R"("state":"idle"[^}]*"tls":"TLSv1\.3 )"))) << servers;
+  EXPECT_EQ(tls_by_state(console, "SHOW SERVERS").at("idle").rfind("TLSv1.3 ", 0), 0u);
+  const std::string metrics = http(admin_port, "GET", "/metrics").body;
   EXPECT_GE(sample(metrics, "pgward_tls_handshakes_total", "result=\"ok\",side=\"server\"").value_or(0), 1)
       << metrics;
 }
