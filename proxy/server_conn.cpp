@@ -38,10 +38,14 @@ void ServerConn::close() {
   closed_ = true;
   boost::system::error_code ec;
   if (socket_.is_open()) {
-    // Terminate lets PostgreSQL end the backend at once instead of noticing the EOF later.
-    if (rpos == rend && !tls_) {
-      static constexpr char kTerminate[] = {'X', 0, 0, 0, 4};
-      ::send(socket_.native_handle(), kTerminate, sizeof kTerminate, MSG_DONTWAIT | MSG_NOSIGNAL);
+    // Terminate lets PostgreSQL end the backend at once instead of noticing the EOF later; over TLS it is
+    // followed by close_notify, so that PostgreSQL sees an orderly end rather than a reset or a truncation.
+    static constexpr std::string_view kTerminate{"X\0\0\0\4", 5};
+    const std::string_view last_words = rpos == rend ? kTerminate : std::string_view();
+    if (tls_) {
+      tls_->close_notify(last_words);
+    } else if (!last_words.empty()) {
+      ::send(socket_.native_handle(), last_words.data(), last_words.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     }
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);

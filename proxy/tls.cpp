@@ -190,6 +190,26 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> TlsStream::w
   co_return result;
 }
 
+void TlsStream::close_notify(std::string_view last_words) noexcept {
+  if (!established_) return;
+  established_ = false;
+  tcp::socket& socket = impl_->stream.next_layer();
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  // Asio's engine hands records to its own BIO pair and writes them out asynchronously; here the records go
+  // to the socket itself, synchronously (the SSL object owns the new BIO, the socket stays the caller's).
+  BIO* direct = BIO_new_socket(static_cast<int>(socket.native_handle()), BIO_NOCLOSE);
+  if (ec || !direct) {
+    BIO_free(direct);
+    return;
+  }
+  SSL* ssl = native();
+  SSL_set0_wbio(ssl, direct);
+  if (!last_words.empty()) SSL_write(ssl, last_words.data(), static_cast<int>(last_words.size()));
+  SSL_shutdown(ssl);  // sends close_notify, does not wait for the peer's
+  ERR_clear_error();
+}
+
 std::string TlsStream::version() const { return SSL_get_version(native()); }
 
 std::string TlsStream::cipher() const {

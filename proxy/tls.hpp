@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "config/config.hpp"
@@ -80,6 +81,10 @@ class TlsStream {
   asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> write(asio::const_buffer buffer);
 
   bool established() const { return established_; }
+  // The last thing said on a link its owner is about to close: `last_words` (Terminate, say) and the TLS
+  // close_notify, written straight to the socket, which is made non-blocking: whatever does not fit at once
+  // is dropped, nothing waits. The stream cannot be used afterwards.
+  void close_notify(std::string_view last_words) noexcept;
   std::string version() const;  // "TLSv1.3"
   std::string cipher() const;
   std::string alpn() const;  // the protocol chosen by ALPN, "" when none

@@ -170,6 +170,39 @@ TEST(ServerTls, ScramBindsToTheServerCertificate) {
   EXPECT_NE(pgward.log().find("user app, SCRAM-SHA-256-PLUS)"), std::string::npos) << pgward.log_tail(20);
 }
 
+// A TLS server pgward closes on idle timeout gets Terminate and close_notify: PostgreSQL logs an orderly
+// disconnection, no reset or unexpected EOF.
+TEST(ServerTls, IdleServerIsClosedInOrder) {
+  PgwardConfig config = server_tls_config("localhost", "server_tls_mode = \"require\"\n");
+  config.pool = "mode = \"transaction\"\nsize = 2\nserver_idle_timeout = \"1s\"\n";
+  const std::size_t log_from = tls_pg_log().size();
+  Pgward pgward(config);
+  std::string pid;
+  {
+    Conn conn = Conn::connect(pgward.conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.error();
+    pid = query_value(conn, "SELECT pg_backend_pid()");
+  }
+  ASSERT_FALSE(pid.empty());
+  const std::string tag = "[" + pid + "] ";
+  std::string log;
+  // pgward closed it (idle timeout), and PostgreSQL has ended that backend.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        log = tls_pg_log().substr(log_from);
+        return pgward.log().find("closed (localhost:") != std::string::npos &&
+               log.find(tag + "LOG:  disconnection") != std::string::npos;
+      },
+      10s))
+      << log << pgward.log_tail(20);
+  for (const char* bad : {"Connection reset by peer", "unexpected EOF", "SSL error"}) {
+    for (std::size_t at = log.find(tag); at != std::string::npos; at = log.find(tag, at + 1)) {
+      const std::string line = log.substr(at, log.find('\n', at) - at);
+      EXPECT_EQ(line.find(bad), std::string::npos) << line;
+    }
+  }
+}
+
 TEST(ServerTls, FailedVerificationIsCountedAndNotRetried) {
   Pgward pgward(server_tls_config("127.0.0.1", "server_tls_mode = \"verify-full\"\n" + ca_key("ca.crt")));
   const auto start = Clock::now();
