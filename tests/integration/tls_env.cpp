@@ -160,6 +160,14 @@ void start_tls_postgres() {
 
 const TlsFiles& tls_files() {
   static const TlsFiles files = make_files();
+  // Removed at exit (after the TLS PostgreSQL, whose stop is registered later, so runs first).
+  static const struct Removal {
+    std::string dir;
+    ~Removal() {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  } removal{files.dir};
   return files;
 }
 
