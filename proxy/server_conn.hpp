@@ -4,6 +4,7 @@
 
 #include <array>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <optional>
@@ -63,6 +64,11 @@ class ServerConn final : public pool::Server {
 
   void close() override;
   bool healthy() override;
+  // The watch is a read posted on the socket (peeking one byte) while the server sits idle: it costs the one
+  // recv Asio tries at once, finds nothing while the server lives and completes when it dies. The next
+  // fill() (the first read of whoever checked the server out) goes in behind it and then takes it out, so
+  // that read is not tried at once either and no syscall is spent on checkout.
+  void watch_idle(pool::Pool& pool, const std::shared_ptr<pool::Server>& self, std::uint64_t period) override;
 
   tcp::socket& socket() { return socket_; }
   std::uint64_t id() const { return id_; }
@@ -142,6 +148,11 @@ class ServerConn final : public pool::Server {
   ServerTarget target_;
   protocol::CancelRequest backend_key_{};
   bool closed_ = false;
+  // The idle watch is posted and not yet taken out by a fill(); only its holder (the pool while idle, else
+  // the lease's holder) touches it.
+  bool watching_ = false;
+  asio::cancellation_signal watch_stop_;
+  char watch_byte_ = 0;
 };
 
 // What became of a CancelRequest sent to PostgreSQL ("Canceling Requests in Progress").
