@@ -6,11 +6,10 @@
 
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -19,6 +18,7 @@
 
 #include "protocol/auth.hpp"
 #include "protocol/sqlstate.hpp"
+#include "proxy/server_watch.hpp"
 
 namespace pgward::proxy {
 
@@ -60,25 +60,6 @@ bool ServerConn::healthy() {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-void ServerConn::watch_idle(pool::Pool& pool, const std::shared_ptr<pool::Server>& self,
-                            std::uint64_t period) {
-  if (closed_ || !socket_.is_open()) return;
-  // Still watching from an earlier idle spell (checked out and given back without a read): that watch would
-  // report the wrong spell. Rare, so it is simply replaced.
-  if (std::exchange(watching_, false)) watch_stop_.emit(asio::cancellation_type::all);
-  watching_ = true;
-  // MSG_PEEK: should a checkout race the death, its first read still finds the bytes (or the EOF) there. The
-  // handler runs on the socket's executor and touches only the pool (under its lock).
-  socket_.async_receive(asio::buffer(&watch_byte_, 1), tcp::socket::message_peek,
-                        asio::bind_cancellation_slot(
-                            watch_stop_.slot(), [&pool, weak = std::weak_ptr<pool::Server>(self), period](
-                                                    const boost::system::error_code& ec, std::size_t) {
-                              if (ec == asio::error::operation_aborted)
-                                return;  // taken out by a checkout, or closed
-                              if (auto server = weak.lock()) pool.idle_died(server, period);
-                            }));
-}
-
 void ServerConn::consume(std::size_t n) {
   rpos += n;
   if (rpos == rend) rpos = rend = 0;
@@ -99,15 +80,24 @@ asio::awaitable<bool> ServerConn::fill() {
     if (std::exchange(watching_, false)) watch_stop_.emit(asio::cancellation_type::all);
     got = co_await tls_->read_some(space);
   } else if (std::exchange(watching_, false)) {
-    // Queued behind the idle watch, this read is not tried at once (the query has only just gone out); the
-    // watch then leaves the queue without a syscall.
+    // The read posted while the server was idle, into this same space (rend was 0 then and is now).
     auto token = as_tuple(asio::deferred);
     got = co_await asio::async_initiate<decltype(token), void(boost::system::error_code, std::size_t)>(
-        [this](auto handler, asio::mutable_buffer into) {
-          socket_.async_read_some(into, std::move(handler));
-          watch_stop_.emit(asio::cancellation_type::all);
+        [w = watch_.get()](auto handler) {
+          asio::any_io_executor ex = asio::get_associated_executor(handler);
+          std::unique_lock lock(w->mu);
+          if (!w->done) {
+            w->set_taker(std::move(handler), std::move(ex));
+            return;
+          }
+          // It came before this checkout: hand it over.
+          w->done = false;
+          const auto ec = w->ec;
+          const auto n = w->n;
+          lock.unlock();
+          asio::post(ex, [h = std::move(handler), ec, n]() mutable { std::move(h)(ec, n); });
         },
-        token, space);
+        token);
   } else {
     got = co_await socket_.async_read_some(space, as_tuple(asio::deferred));
   }

@@ -64,10 +64,10 @@ class ServerConn final : public pool::Server {
 
   void close() override;
   bool healthy() override;
-  // The watch is a read posted on the socket (peeking one byte) while the server sits idle: it costs the one
-  // recv Asio tries at once, finds nothing while the server lives and completes when it dies. The next
-  // fill() (the first read of whoever checked the server out) goes in behind it and then takes it out, so
-  // that read is not tried at once either and no syscall is spent on checkout.
+  // An idle server's watch is a read posted on its socket (server_watch.cpp): it finds nothing while the
+  // server lives and completes when it dies. Over plain TCP it reads into rbuf and is the first read of
+  // whoever checks the server out next (fill() takes it over), so the watch costs no syscall of its own and
+  // nothing is cancelled; over TLS it peeks at the raw socket and fill() cancels it.
   void watch_idle(pool::Pool& pool, const std::shared_ptr<pool::Server>& self, std::uint64_t period) override;
 
   tcp::socket& socket() { return socket_; }
@@ -148,11 +148,13 @@ class ServerConn final : public pool::Server {
   ServerTarget target_;
   protocol::CancelRequest backend_key_{};
   bool closed_ = false;
-  // The idle watch is posted and not yet taken out by a fill(); only its holder (the pool while idle, else
-  // the lease's holder) touches it.
+  // The idle watch is posted and not yet taken over by a fill(); only the server's holder (the pool while
+  // idle, else the lease's holder) touches it.
   bool watching_ = false;
-  asio::cancellation_signal watch_stop_;
-  char watch_byte_ = 0;
+  struct Watch;                           // what the watch's handler shares with fill() (server_watch.cpp)
+  std::shared_ptr<Watch> watch_;          // plain TCP; made at the first watch, then reused
+  asio::cancellation_signal watch_stop_;  // TLS
+  char watch_byte_ = 0;                   // TLS
 };
 
 // What became of a CancelRequest sent to PostgreSQL ("Canceling Requests in Progress").
