@@ -86,9 +86,10 @@ struct PoolSettings {
   // Failed server connects are retried (exponential backoff with jitter) up to this many times per checkout,
   // and never past the client's wait_timeout.
   std::uint32_t server_retry_max = 20;
-  // An idle server is checked (a non-blocking peek at its socket) on checkout once it has been idle this
-  // long.
-  Duration server_check_delay{0};
+  // Idle servers are watched all the time (a dead one is closed when it dies); one idle at least this long is
+  // also checked on checkout (a non-blocking peek at its socket, one syscall; 0 = at every checkout). The
+  // peek only covers a death the watch has seen but not yet reported.
+  Duration server_check_delay{30'000};
   // A client idle inside a transaction longer than this is closed (25P03) and its server rolled back; 0 =
   // off.
   Duration idle_in_transaction_timeout{0};

@@ -228,8 +228,24 @@ void Pool::give_back(ServerPtr server, bool reusable) {
     close_locked(server);
     return;
   }
+  park_locked(std::move(server), now);
+}
+
+void Pool::park_locked(ServerPtr server, Clock::time_point now) {
   server->idle_since = now;
+  const std::uint64_t period = ++server->idle_period;
   idle_.push_back(std::move(server));
+  idle_.back()->watch_idle(*this, idle_.back(), period);
+}
+
+void Pool::idle_died(const ServerPtr& server, std::uint64_t period) {
+  std::lock_guard lock(mu_);
+  if (server->idle_period != period) return;  // a later spell: the death seen was of an earlier one
+  const auto it = std::find(idle_.begin(), idle_.end(), server);
+  if (it == idle_.end()) return;  // checked out meanwhile: its holder sees the loss itself
+  idle_.erase(it);
+  close_locked(server);
+  offer_slot_locked();
 }
 
 bool Pool::wanted_elsewhere_locked() const {
@@ -247,8 +263,7 @@ void Pool::slot_to_idle(ServerPtr server) {
     close_locked(server);
     return;
   }
-  server->idle_since = Clock::now();
-  idle_.push_back(std::move(server));
+  park_locked(std::move(server), Clock::now());
 }
 
 std::vector<ConnectSlot> Pool::maintain(Clock::time_point now) {

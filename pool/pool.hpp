@@ -37,8 +37,15 @@ class Server {
   virtual ~Server() = default;
   virtual void close() = 0;    // closes the socket now; idempotent
   virtual bool healthy() = 0;  // cheap non-blocking check that an idle server is still usable
+  // Called under the pool's lock as the server is parked on the idle list: it watches its connection from
+  // now on, and should the server close it or say anything while idle (a FATAL from pg_terminate_backend, a
+  // shutdown), calls pool.idle_died(self, period) from whichever thread noticed. `period` tells this idle
+  // spell from later ones. Whoever checks the server out ends the watch (the proxy's first read does).
+  virtual void watch_idle(Pool& /*pool*/, const std::shared_ptr<Server>& /*self*/, std::uint64_t /*period*/) {
+  }
   Clock::time_point created_at = Clock::now();
   Clock::time_point idle_since = Clock::now();
+  std::uint64_t idle_period = 0;  // bumped each time the server is parked idle; guarded by the pool's lock
 };
 using ServerPtr = std::shared_ptr<Server>;
 
@@ -154,6 +161,9 @@ class Pool {
   // Periodic upkeep: closes idle servers past server_idle_timeout (down to min_size) or server_lifetime, and
   // returns one reserved slot for each new server to open to reach min_size (ConnectSlot::add_idle).
   std::vector<ConnectSlot> maintain(Clock::time_point now);
+  // Server::watch_idle saw `server` die in its idle spell `period`: closed and taken off the idle list,
+  // unless it was checked out since (its holder then sees the loss itself). Any thread.
+  void idle_died(const ServerPtr& server, std::uint64_t period);
   // Closes every idle server (shutdown).
   void close_idle();
   // Closes the idle server idle the longest; false when none is idle. A shared limit calls it to make room
@@ -210,6 +220,8 @@ class Pool {
   void offer_slot_locked();
   // A server about to be parked idle (no waiter here) is wanted by another pool of a shared limit.
   bool wanted_elsewhere_locked() const;
+  // Puts a server on the idle list and starts its watch; caller holds mu_.
+  void park_locked(ServerPtr server, Clock::time_point now);
   // Takes a waiter out of the queue if it is still there; caller holds mu_.
   void dequeue_locked(const WaiterPtr& waiter);
   // Gives a free slot or server to the first waiter; caller holds mu_. Returns true when one was served.

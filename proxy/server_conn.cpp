@@ -9,6 +9,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -17,6 +18,7 @@
 
 #include "protocol/auth.hpp"
 #include "protocol/sqlstate.hpp"
+#include "proxy/server_watch.hpp"
 
 namespace pgward::proxy {
 
@@ -79,7 +81,27 @@ asio::awaitable<bool> ServerConn::fill() {
   // (No co_await inside ?: here or below: GCC 12 miscompiles it.)
   std::tuple<boost::system::error_code, std::size_t> got;
   if (tls_) {
+    if (std::exchange(watching_, false)) watch_stop_.emit(asio::cancellation_type::all);
     got = co_await tls_->read_some(space);
+  } else if (std::exchange(watching_, false)) {
+    // The read posted while the server was idle, into this same space (rend was 0 then and is now).
+    auto token = as_tuple(asio::deferred);
+    got = co_await asio::async_initiate<decltype(token), void(boost::system::error_code, std::size_t)>(
+        [w = watch_.get()](auto handler) {
+          asio::any_io_executor ex = asio::get_associated_executor(handler);
+          std::unique_lock lock(w->mu);
+          if (!w->done) {
+            w->set_taker(std::move(handler), std::move(ex));
+            return;
+          }
+          // It came before this checkout: hand it over.
+          w->done = false;
+          const auto ec = w->ec;
+          const auto n = w->n;
+          lock.unlock();
+          asio::post(ex, [h = std::move(handler), ec, n]() mutable { std::move(h)(ec, n); });
+        },
+        token);
   } else {
     got = co_await socket_.async_read_some(space, as_tuple(asio::deferred));
   }

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <optional>
@@ -63,6 +64,11 @@ class ServerConn final : public pool::Server {
 
   void close() override;
   bool healthy() override;
+  // An idle server's watch is a read posted on its socket (server_watch.cpp): it finds nothing while the
+  // server lives and completes when it dies. Over plain TCP it reads into rbuf and is the first read of
+  // whoever checks the server out next (fill() takes it over), so the watch costs no syscall of its own and
+  // nothing is cancelled; over TLS it peeks at the raw socket and fill() cancels it.
+  void watch_idle(pool::Pool& pool, const std::shared_ptr<pool::Server>& self, std::uint64_t period) override;
 
   tcp::socket& socket() { return socket_; }
   std::uint64_t id() const { return id_; }
@@ -146,6 +152,13 @@ class ServerConn final : public pool::Server {
   ServerTarget target_;
   protocol::CancelRequest backend_key_{};
   bool closed_ = false;
+  // The idle watch is posted and not yet taken over by a fill(); only the server's holder (the pool while
+  // idle, else the lease's holder) touches it.
+  bool watching_ = false;
+  struct Watch;                           // what the watch's handler shares with fill() (server_watch.cpp)
+  std::shared_ptr<Watch> watch_;          // plain TCP; made at the first watch, then reused
+  asio::cancellation_signal watch_stop_;  // TLS
+  char watch_byte_ = 0;                   // TLS
 };
 
 // What became of a CancelRequest sent to PostgreSQL ("Canceling Requests in Progress").

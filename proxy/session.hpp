@@ -191,6 +191,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Opens a server on `slot`, reserved by the checkout.
   asio::awaitable<pool::Lease> connect(pool::ConnectSlot slot, pool::Clock::time_point deadline,
                                        std::optional<ProxyError>& error);
+  // Whether the server was last found to match settings equal to this client's: one comparison, checked
+  // before restore_params() so that the common case makes no coroutine frame.
+  bool params_in_line(const ServerConn& server);
   asio::awaitable<std::optional<ProxyError>> restore_params(ServerConn& server);
 
   // ---- the client socket (session_client.cpp) ----

@@ -110,6 +110,7 @@ asio::awaitable<pool::Lease> Session::acquire(bool fatal) {
     co_return pool::Lease();
   }
   ServerConn& server = static_cast<ServerConn&>(*lease.server());
+  if (params_in_line(server)) co_return std::move(lease);
   if (auto perr = co_await restore_params(server)) {
     lease.release(server.healthy());
     co_await send_error(perr->sqlstate, perr->message, fatal, perr->detail);
@@ -118,10 +119,13 @@ asio::awaitable<pool::Lease> Session::acquire(bool fatal) {
   co_return std::move(lease);
 }
 
-asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& server) {
-  // The common case: the server was last found to match settings equal to this client's. One comparison.
+bool Session::params_in_line(const ServerConn& server) {
   if (std::exchange(client_params_changed_, false)) client_fingerprint_ = params_fingerprint(client_params_);
-  if (server.params_match == client_fingerprint_) co_return std::nullopt;
+  return server.params_match == client_fingerprint_;
+}
+
+asio::awaitable<std::optional<ProxyError>> Session::restore_params(ServerConn& server) {
+  if (params_in_line(server)) co_return std::nullopt;
   std::vector<const std::string*> differing;
   for (const auto& [k, v] : client_params_) {
     auto it = server.params.find(k);

@@ -350,6 +350,32 @@ TEST(Faults, TerminatedBackendFailsOnlyItsClient) {
       << "the pool does not serve after the loss";
 }
 
+// An idle server that dies (pg_terminate_backend) is closed while it sits idle, by the watch on its socket,
+// before any client asks for it; the checkout peek plays no part (server_check_delay is an hour). Its client
+// goes on without an error.
+TEST(Faults, KilledIdleServerIsClosedWhileIdle) {
+  Conn direct = connect_direct();
+  ASSERT_TRUE(direct.ok());
+  Pgward pgward(faults_config(2, "server_check_delay = \"1h\"\n"));
+  Conn client = pgward.connect();
+  ASSERT_TRUE(client.ok());
+  const std::string pid = query_value(client, "SELECT pg_backend_pid()");
+  const auto metrics = [&] { return http(pgward.admin_port(), "GET", "/metrics").body; };
+  const auto idle = [&] { return sample(metrics(), "pgward_server_connections", "state=\"idle\""); };
+  ASSERT_TRUE(wait_until([&] { return idle() == 1.0; }, 5s)) << metrics();
+
+  EXPECT_EQ(query_value(direct, "SELECT pg_terminate_backend(" + pid + ")"), "t");
+  EXPECT_TRUE(wait_until([&] { return idle() == 0.0; }, 5s))
+      << "the dead server is still idle: " << metrics();
+  const std::string text = metrics();
+  EXPECT_EQ(sample(text, "pgward_server_connections_closed_total").value_or(-1), 1.0) << text;
+  const std::string servers = http(pgward.admin_port(), "GET", "/api/servers").body;
+  EXPECT_EQ(servers.find("\"state\":\"idle\""), std::string::npos) << servers;
+
+  EXPECT_NE(query_value(client, "SELECT pg_backend_pid()"), pid);
+  EXPECT_EQ(sample(metrics(), "pgward_server_lost_total").value_or(0), 0.0);
+}
+
 // Through a FaultRelay: `BEGIN; INSERT` on a fresh client, ready for the fault.
 struct RelayedTransaction {
   Conn direct = connect_direct();

@@ -445,7 +445,7 @@ TEST_F(ConfigTest, SharedConnectionLimits) {
 TEST_F(ConfigTest, FaultToleranceKeys) {
   const Config defaults = load("");
   EXPECT_EQ(defaults.pool.server_retry_max, 20u);
-  EXPECT_EQ(defaults.pool.server_check_delay, milliseconds(0));
+  EXPECT_EQ(defaults.pool.server_check_delay, milliseconds(30'000));
   EXPECT_EQ(defaults.pool.idle_in_transaction_timeout, milliseconds(0));
   EXPECT_EQ(defaults.pool.commit_resolution, CommitResolution::off);
   EXPECT_EQ(defaults.max_buffer_per_client, 16u << 20);
