@@ -406,6 +406,13 @@ TEST(Faults, ServerLostDuringStatementInTransaction) {
 TEST(Faults, ServerLostWhileIdleInTransaction) {
   RelayedTransaction tx;
   tx.relay.kill_all();
+  // The loss must be seen while the client is idle: a COMMIT sent before pgward saw the reset (it runs on
+  // another thread with workers = 2) may reach the socket first, and then its outcome is rightly unknown.
+  const auto lost = [&] {
+    return sample(http(tx.pgward.admin_port(), "GET", "/metrics").body, "pgward_server_lost_total")
+        .value_or(0);
+  };
+  ASSERT_TRUE(wait_until([&] { return lost() == 1.0; }, 5s)) << "pgward did not see the server go";
 
   RawClient& c = tx.client.client;
   const Reply commit = send_query(c, "COMMIT");
