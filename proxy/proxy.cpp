@@ -29,30 +29,6 @@ namespace {
 // How many clients must have left since the peak before the upkeep gives free heap memory back to the system.
 constexpr std::size_t kTrimAfterClientsLeft = 1000;
 
-// The password pgward logs in to the server with: the database's own, else the user's if it is a plain
-// password (a stored md5 or SCRAM verifier cannot be replayed towards a server).
-std::optional<std::string> server_password(const config::Config& cfg, const config::Database& db,
-                                           const std::string& server_user) {
-  if (db.password) return db.password;
-  const std::string* secret = cfg.find_user_secret(server_user);
-  if (!secret) return std::nullopt;
-  if (protocol::auth::classify_secret(*secret) != protocol::auth::SecretKind::kPlain) return std::nullopt;
-  return *secret;
-}
-
-ServerTarget make_target(const config::Config& cfg, const TlsContexts& tls, const config::Database& db,
-                         const std::string& server_user) {
-  ServerTarget t;
-  t.tls = server_tls_target(db, tls.server(db.server_tls));
-  t.host = db.host;
-  t.port = db.port;
-  t.dbname = db.dbname.empty() ? db.name : db.dbname;
-  t.user = server_user;
-  t.password = server_password(cfg, db, server_user);
-  t.connect_timeout = db.pool.server_connect_timeout;
-  return t;
-}
-
 // Opens one server towards a pool's min_size on a slot maintain() reserved, for the idle list. A failure is
 // reported on the slot, which then goes to the next waiter.
 asio::awaitable<void> warm_up(Proxy& proxy, PoolEntry* e, pool::ConnectSlot slot) {
@@ -107,41 +83,6 @@ asio::io_context& Proxy::next_worker() {
   if (workers_.empty()) return main_;
   const std::size_t i = next_worker_++ % workers_.size();
   return i == 0 ? main_ : *workers_[i];
-}
-
-PoolEntry* Proxy::pool_for(const config::Database& db, const std::string& client_user) {
-  const std::string server_user = db.user ? *db.user : client_user;
-  std::lock_guard lock(pools_mu_);
-  const auto key = std::pair{db.name, server_user};
-  if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
-  auto cfg = config();
-  auto contexts = tls();
-  if (db.from_fallback && !fallback_databases_.contains(db.name)) {
-    if (fallback_databases_.size() >= cfg->max_fallback_databases) {
-      stats::add(stats_.clients_refused_max_fallback);
-      return nullptr;
-    }
-    fallback_databases_.insert(db.name);
-  }
-  auto& slot = pools_[key];
-  {
-    auto& user_limit = user_limits_[server_user];
-    if (!user_limit) {
-      user_limit = std::make_shared<pool::SharedLimit>(pool::SharedLimit::Kind::user, server_user,
-                                                       cfg->pool.max_user_connections);
-    }
-    auto& db_limit = db_limits_[db.name];
-    if (!db_limit) {
-      db_limit = std::make_shared<pool::SharedLimit>(pool::SharedLimit::Kind::database, db.name,
-                                                     db.pool.max_db_connections);
-    }
-    slot = std::make_unique<PoolEntry>(db.name, server_user, db.pool,
-                                       make_target(*cfg, *contexts, db, server_user),
-                                       std::vector{user_limit, db_limit});
-    std::lock_guard pause_lock(pause_mu_);
-    if (is_paused_locked(db.name)) slot->pool.pause();
-  }
-  return slot.get();
 }
 
 protocol::CancelRequest Proxy::register_client(std::shared_ptr<CancelSlot> slot) {
@@ -291,7 +232,7 @@ ReloadResult Proxy::reload() {
       if (const auto db = fresh->resolve_database(key.first)) {
         entry->removed = false;
         entry->pool.update_settings(db->pool);
-        entry->set_target(make_target(*fresh, *fresh_tls, *db, key.second));
+        entry->set_target(server_target_for(*fresh, *fresh_tls, *db, key.second));
       } else if (!entry->removed.exchange(true)) {
         // Gone from the file: clients already in keep their server pool until they leave, but nothing stays
         // warm and idle servers close at the next upkeep.
@@ -319,23 +260,6 @@ ReloadResult Proxy::reload() {
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   spdlog::info("configuration reloaded from {}", config_path_);
   return {true, {}};
-}
-
-std::vector<PoolEntry*> Proxy::pools() {
-  std::lock_guard lock(pools_mu_);
-  std::vector<PoolEntry*> out;
-  out.reserve(pools_.size());
-  for (auto& [k, e] : pools_) out.push_back(e.get());
-  return out;
-}
-
-std::vector<pool::SharedLimitPtr> Proxy::shared_limits() {
-  std::lock_guard lock(pools_mu_);
-  std::vector<pool::SharedLimitPtr> out;
-  out.reserve(user_limits_.size() + db_limits_.size());
-  for (auto& [k, l] : user_limits_) out.push_back(l);
-  for (auto& [k, l] : db_limits_) out.push_back(l);
-  return out;
 }
 
 std::vector<std::shared_ptr<ClientInfo>> Proxy::clients() {

@@ -83,6 +83,10 @@ struct ReloadResult {
   std::string message;  // the reason when !ok
 };
 
+// The server that pools of database `db` log in to as `server_user` (proxy_pools.cpp).
+ServerTarget server_target_for(const config::Config& cfg, const TlsContexts& tls, const config::Database& db,
+                               const std::string& server_user);
+
 class Proxy {
  public:
   explicit Proxy(std::shared_ptr<const config::Config> config, std::string config_path);
