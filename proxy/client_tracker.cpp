@@ -137,8 +137,13 @@ void ClientTracker::set_pin(PinReason reason) {
 void ClientTracker::set_server(std::uint64_t server_id, const std::shared_ptr<const std::string>& tls) {
   if (!info_ || server_id == server_id_) return;
   server_id_ = server_id;
-  // The description first: a reader that sees the id finds its description (or, briefly, none).
-  if (server_id) info_->set_server_tls(server_id, tls);
+  // The description first: a reader that sees the id finds its description (or, briefly, none). Published
+  // only when it is another one: a plain link never takes the lock, a TLS server's text is published once
+  // per change of server. (The ClientInfo keeps the published text alive, so its address names it.)
+  if (server_id && tls.get() != published_tls_) {
+    info_->set_server_tls(server_id, tls);
+    published_tls_ = tls.get();
+  }
   info_->server_id.store(server_id, std::memory_order_relaxed);
 }
 

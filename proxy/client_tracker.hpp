@@ -83,7 +83,8 @@ class ClientTracker {
   stats::PoolStats* stats_ = nullptr;
   ClientState state_ = ClientState::login;  // client_state() of the phase last set
   PinReason pin_ = PinReason::none;
-  std::uint64_t server_id_ = 0;  // the last set_server()
+  std::uint64_t server_id_ = 0;                 // the last set_server()
+  const std::string* published_tls_ = nullptr;  // the server TLS text last given to info_
   Clock::time_point query_start_{};
   Clock::time_point tx_start_{};
   bool in_tx_ = false;
