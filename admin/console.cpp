@@ -229,8 +229,9 @@ proxy::ConsoleReply show_config(proxy::Proxy& p) {
   const auto running = flatten_json(config_json(p));
   std::map<std::string, std::string> defaults;
   for (auto& [key, value] : flatten_json(config_json(config::Config{}, {}, false))) defaults[key] = value;
-  // What a reload cannot change: the listeners are bound once, the worker threads started once.
-  constexpr std::string_view kFixed[] = {"proxy.listen", "proxy.workers", "admin.listen"};
+  // What a reload cannot change: the listeners are bound once, the worker threads and their event loop
+  // started once.
+  constexpr std::string_view kFixed[] = {"proxy.listen", "proxy.workers", "proxy.io_backend", "admin.listen"};
   Table t({{"key", kText}, {"value", kText}, {"default", kText}, {"changeable", kText}});
   for (const auto& [key, value] : running) {
     if (key.starts_with("databases") || key == "paused" || key == "draining" || key == "source_path")

@@ -15,6 +15,7 @@
 
 #include "admin/admin.hpp"
 #include "admin/internal.hpp"
+#include "asio/socket_close.hpp"
 
 namespace pgward::admin {
 
@@ -137,13 +138,31 @@ class AdminServer final : public proxy::Service {
     }
   }
 
+  // A request or a response that takes longer than kRequestTimeout ends the connection: the timer closes the
+  // socket with close_socket(), which is safe with a read or a write in flight on either event loop (Beast's
+  // own timeout closes it directly).
+  struct Deadline {
+    explicit Deadline(tcp::socket& socket)
+        : timer(socket.get_executor()), watched(std::make_shared<tcp::socket*>(&socket)) {}
+    ~Deadline() { *watched = nullptr; }  // a handler still queued finds nothing to close
+    void arm() {
+      timer.expires_after(kRequestTimeout);
+      timer.async_wait([watched = watched](const boost::system::error_code& ec) {
+        if (!ec && *watched != nullptr) close_socket(**watched);
+      });
+    }
+    asio::steady_timer timer;
+    std::shared_ptr<tcp::socket*> watched;
+  };
+
   asio::awaitable<void> serve(beast::tcp_stream stream, bool loopback) {
     beast::flat_buffer buffer;
+    Deadline deadline(stream.socket());
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(kHeaderLimit);
       parser.body_limit(kBodyLimit);
-      stream.expires_after(kRequestTimeout);
+      deadline.arm();
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple(use_awaitable));
       if (ec) {
         // A clean close between requests, a timeout or a reset: nothing to answer. Anything else did not
@@ -168,7 +187,7 @@ class AdminServer final : public proxy::Service {
       res.keep_alive(req.keep_alive());
       res.set(http::field::server, "pgward");
       res.prepare_payload();
-      stream.expires_after(kRequestTimeout);
+      deadline.arm();
       auto [wec, wn] = co_await http::async_write(stream, res, as_tuple(use_awaitable));
       if (wec || !res.keep_alive()) break;
     }

@@ -10,6 +10,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "admin/internal.hpp"
+#include "asio/backend.hpp"
 #include "protocol/auth.hpp"
 
 namespace pgward::admin {
@@ -78,7 +79,9 @@ std::string render_metrics(proxy::Proxy& p, const std::string& version, const Re
   auto& g = p.stats();
   const auto cfg = p.config();
 
-  gauge(r, "pgward_build_info", "pgward version; always 1").Add({{"version", version}}).Set(1);
+  gauge(r, "pgward_build_info", "pgward version and event loop (epoll or io_uring); always 1")
+      .Add({{"version", version}, {"io_backend", std::string(kIoBackend)}})
+      .Set(1);
   gauge(r, "pgward_start_time_seconds", "Unix time pgward started").Add({}).Set(g.start_time.load());
   gauge(r, "pgward_draining", "1 while pgward drains (SIGTERM): no new clients, transactions finish")
       .Add({})

@@ -315,6 +315,7 @@ std::string config_json(const config::Config& config, const std::vector<std::str
                         .raw("listen", endpoints_json(cfg->listen))
                         .num("max_client_conn", cfg->max_client_conn)
                         .num("workers", cfg->workers)
+                        .str("io_backend", cfg->io_backend)
                         .str("shutdown_timeout", duration_text(cfg->shutdown_timeout))
                         .num("max_message_size", cfg->max_message_size)
                         .num("max_buffer_per_client", cfg->max_buffer_per_client)

@@ -1,5 +1,6 @@
 // pgward: the command line (see README "Command line"): --config FILE, --check-config FILE, --version,
 // --import-pgbouncer INI [--userlist FILE].
+// The event loop ([proxy] io_backend) is chosen in app/io_backend.cpp.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -12,6 +13,8 @@
 
 #include "admin/admin.hpp"
 #include "admin/console.hpp"
+#include "app/io_backend.hpp"
+#include "asio/backend.hpp"
 #include "config/config.hpp"
 #include "config/pgbouncer_import.hpp"
 #include "proxy/proxy.hpp"
@@ -78,12 +81,23 @@ int main(int argc, char** argv) {
     std::cout << path << ": ok\n";
     return 0;
   }
+  // The event loop, before any thread or socket exists: this binary's, or an exec of the other build.
+  auto io = pgward::app::choose_io_backend(cfg->io_backend, pgward::app::take_reexec_mark());
+  if (!io.exec.empty()) {
+    io.warning = pgward::app::exec_choice(io, argv) + ": running on " + std::string(pgward::kIoBackend);
+    if (cfg->io_backend != "auto" && cfg->io_backend != pgward::kIoBackend) io.error = io.warning;
+  }
+  if (!io.error.empty()) {
+    std::cerr << path << ": " << io.error << "\n";
+    return 1;
+  }
 
   auto logger = spdlog::stderr_color_mt("pgward");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(cfg->log_level));
-  spdlog::info("pgward {} starting with {}", PGWARD_VERSION, path);
+  spdlog::info("pgward {} starting with {} (event loop: {})", PGWARD_VERSION, path, pgward::kIoBackend);
+  if (!io.warning.empty()) spdlog::warn("{}", io.warning);
 
   int code = 1;
   try {

@@ -24,14 +24,17 @@ bench_postgres() {
   "$pgbench" -i -q -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres bench >/dev/null 2>&1
 }
 
-# bench_pgward_config FILE PORT PG_PORT: a pgward in transaction mode (pool 16, trust) listening on PORT, its
-# admin port on a free port, in front of database "bench" of the PostgreSQL on PG_PORT.
+# bench_pgward_config FILE PORT PG_PORT [BACKEND [WORKERS]]: a pgward in transaction mode (pool 16, trust)
+# listening on PORT, its admin port on a free port, in front of database "bench" of the PostgreSQL on PG_PORT; on
+# event loop BACKEND (auto, epoll or io_uring; auto by default) with WORKERS threads (1).
 bench_pgward_config() {
-  local file="$1" port="$2" pg_port="$3"
+  local file="$1" port="$2" pg_port="$3" backend="${4:-auto}" workers="${5:-1}"
   cat >"$file" <<TOML
 [proxy]
 listen = "127.0.0.1:$port"
 log_level = "warn"
+io_backend = "$backend"
+workers = $workers
 [admin]
 listen = "127.0.0.1:$(free_port)"
 [auth]
@@ -54,4 +57,52 @@ wait_listening() {
     sleep 0.1
   done
   return 1
+}
+
+# bench_pgbouncer_ini FOLDER PORT PG_PORT POOL_SIZE [LINE...]: FOLDER/pgbouncer.ini (and an empty-password
+# userlist.txt) for PgBouncer in transaction mode, trust, listening on PORT in front of database "bench" of the
+# PostgreSQL on PG_PORT, logs and pid file in FOLDER; each LINE is appended to [pgbouncer].
+bench_pgbouncer_ini() {
+  local d="$1" port="$2" pg_port="$3" pool_size="$4"
+  shift 4
+  mkdir -p "$d"
+  echo '"postgres" ""' >"$d/userlist.txt"
+  cat >"$d/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $d/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool_size
+ignore_startup_parameters = extra_float_digits
+logfile = $d/pgbouncer.log
+pidfile = $d/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+INI
+  [ "$#" -gt 0 ] && printf '%s\n' "$@" >>"$d/pgbouncer.ini"
+  return 0
+}
+
+# bench_pgbouncer_start BINARY FOLDER PORT PG_PORT: PgBouncer in transaction mode (pool 16, trust, the same
+# prepared-statement cache as pgward) listening on PORT in front of database "bench" of the PostgreSQL on
+# PG_PORT, run as the postgres user; sets `pgbouncer_pid` once it accepts connections.
+bench_pgbouncer_start() {
+  local bin="$1" d="$2" port="$3" pg_port="$4"
+  bench_pgbouncer_ini "$d" "$port" "$pg_port" 16 "max_prepared_statements = 200"
+  chown -R postgres: "$d"
+  rm -f "$d/pgbouncer.pid"
+  runuser -u postgres -- "$bin" "$d/pgbouncer.ini" >>"$d/stderr.log" 2>&1 &
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$d/pgbouncer.pid" ] && break
+    sleep 0.1
+  done
+  pgbouncer_pid="$(cat "$d/pgbouncer.pid" 2>/dev/null)"
+  wait_listening "$port" 10
 }

@@ -109,6 +109,7 @@ def main():
                      "scale": int(env("BENCH_META_SCALE", "0")), "pool_size": int(env("BENCH_META_POOL", "0")),
                      "idle_connections": int(env("BENCH_META_IDLE", "0")), "quick": env("BENCH_META_QUICK") == "1",
                      "pgward_workers": env("BENCH_META_WORKERS", "1").split(), "pgbench_threads": 2,
+                     "pgward_event_loops": env("BENCH_META_BACKENDS", "epoll").split(),
                      "elapsed_s": int(env("BENCH_META_ELAPSED", "0")), "tls": env("BENCH_META_TLS") == "1",
                      "tls_negotiated": env("BENCH_META_TLS_NOTE", ""),
                      "copy_rows": int(env("BENCH_META_COPY_ROWS", "0") or 0),
@@ -136,7 +137,8 @@ def main():
         f'Machine: {m["host"]}, {m["nproc"]} CPUs ({m["cpu_model"]}), {m["memory_gib"]} GiB, Linux {m["kernel"]}.  ',
         f'Versions: {meta["versions"]["postgresql"]}; {meta["versions"]["pgbouncer"]}; {meta["versions"]["pgward"]}.  ',
         f'pgbench -j 2 -T {s["duration_s"]}, {s["reps"]} repetition(s), scale {s["scale"]}, pool size '
-        f'{s["pool_size"]} (transaction mode), pgward workers {" ".join(s["pgward_workers"])}'
+        f'{s["pool_size"]} (transaction mode), pgward workers {" ".join(s["pgward_workers"])}, event loops '
+        f'{" ".join(s["pgward_event_loops"])}'
         f'{", QUICK mode" if s["quick"] else ""}; run took {s["elapsed_s"]} s.',
         "",
     ]

@@ -24,6 +24,8 @@ else
 fi
 scale="${BENCH_SCALE:-10}"
 workers_list="${BENCH_WORKERS:-1}"
+# The event loops to run pgward on ([proxy] io_backend): epoll, and io_uring where pgward-io_uring was built.
+backends="${BENCH_BACKENDS:-epoll io_uring}"
 idle_count="${BENCH_IDLE_CONNS:-10000}"
 pool_size=16
 all_scenarios="select-simple-c1 select-simple-c16 select-simple-c256
@@ -48,12 +50,14 @@ fi
 scenarios="$(echo $scenarios)"   # one line, single spaces
 n_scen=$(wc -w <<<"$scenarios")
 n_workers=$(wc -w <<<"$workers_list")
+n_backends=$(wc -w <<<"$backends")
 # Whole-run budget: every step below has its own timeout; past this many seconds the remaining runs are skipped.
-estimate=$(( reps * n_scen * (2 + n_workers) * (duration + 12) ))
+estimate=$(( reps * n_scen * (2 + n_workers * n_backends) * (duration + 12) ))
 max_seconds="${BENCH_MAX_SECONDS:-$(( estimate * 2 + 600 ))}"
 
 PGBENCH="${PG_BIN:-/usr/lib/postgresql/15/bin}/pgbench"
 . scripts/lib-postgres.sh
+. bench/lib.sh
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -64,7 +68,9 @@ if ! PGWARD_WITH_BENCH=1 timeout 1200 bash scripts/install-deps.sh >&2; then
 fi
 log "building pgward"
 build_note=""
-if ! timeout 3600 bash scripts/build.sh pgward >&2; then
+build_targets=(pgward)
+[[ " $backends " == *" io_uring "* ]] && build_targets+=(pgward-io_uring)
+if ! timeout 3600 bash scripts/build.sh "${build_targets[@]}" >&2; then
   if [ -x build/app/pgward ]; then
     build_note="the build failed; the previously built binary was used (it may not match the working tree)"
   else
@@ -192,8 +198,8 @@ probe_started() {
 
 proxy_alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
 
-start_pgward() {  # start_pgward TARGET WORKERS
-  local t="$1" w="$2" port admin_port
+start_pgward() {  # start_pgward TARGET WORKERS BACKEND
+  local t="$1" w="$2" b="$3" port admin_port
   port="$(free_port)"
   admin_port="$(free_port)"
   mkdir -p "$dir/$t"
@@ -202,6 +208,7 @@ start_pgward() {  # start_pgward TARGET WORKERS
 listen = "127.0.0.1:$port"
 max_client_conn = 11000
 workers = $w
+io_backend = "$b"
 log_level = "warn"
 
 [admin]
@@ -261,33 +268,8 @@ start_pgbouncer() {
     *) prepared="max_prepared_statements = 200" ;;
   esac
   port="$(free_port)"
-  mkdir -p "$d"
-  echo '"postgres" ""' >"$d/userlist.txt"
-  cat >"$d/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$pg_port dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-listen_backlog = 4096
-unix_socket_dir =
-auth_type = trust
-auth_file = $d/userlist.txt
-admin_users = postgres
-pool_mode = transaction
-default_pool_size = $pool_size
-max_client_conn = 11000
-ignore_startup_parameters = extra_float_digits
-logfile = $d/pgbouncer.log
-pidfile = $d/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-log_pooler_errors = 1
-log_stats = 0
-stats_period = 3600
-$prepared
-INI
+  bench_pgbouncer_ini "$d" "$port" "$pg_port" "$pool_size" "listen_backlog = 4096" "admin_users = postgres" \
+    "max_client_conn = 11000" "log_pooler_errors = 1" "log_stats = 0" "stats_period = 3600" "$prepared"
   if [ "$tls" = 1 ]; then
     cat >>"$d/pgbouncer.ini" <<INI
 client_tls_sslmode = require
@@ -325,7 +307,7 @@ INI
 
 start_target() {
   case "$1" in
-    pgward*) start_pgward "$1" "${WORKERS[$1]}" ;;
+    pgward*) start_pgward "$1" "${WORKERS[$1]}" "${BACKEND[$1]}" ;;
     pgbouncer) start_pgbouncer ;;
   esac
 }
@@ -341,12 +323,17 @@ status_kb() {  # status_kb PID FIELD
 }
 
 # ---------------------------------------------------------------- targets
-declare -A WORKERS=()
+declare -A WORKERS=() BACKEND=()
 targets=(direct)
-for w in $workers_list; do
-  if [ "$n_workers" -gt 1 ]; then t="pgward-w$w"; else t="pgward"; fi
-  WORKERS[$t]=$w
-  targets+=("$t")
+for b in $backends; do
+  for w in $workers_list; do
+    t=pgward
+    [ "$n_backends" -gt 1 ] && t+="-$b"
+    [ "$n_workers" -gt 1 ] && t+="-w$w"
+    WORKERS[$t]=$w
+    BACKEND[$t]=$b
+    targets+=("$t")
+  done
 done
 targets+=(pgbouncer)
 declare -a active=()
@@ -590,6 +577,7 @@ export BENCH_META_TARGETS="${targets[*]}" BENCH_META_SCENARIOS="$scenarios" BENC
   BENCH_META_REPS="$reps" BENCH_META_SCALE="$scale" BENCH_META_POOL="$pool_size" BENCH_META_IDLE="$idle_count" \
   BENCH_META_PG="$pg_version" BENCH_META_PGB="$pgb_version" BENCH_META_PGWARD="$pgward_version" \
   BENCH_META_DOWN="$down_json" BENCH_META_QUICK="$quick" BENCH_META_WORKERS="$workers_list" \
+  BENCH_META_BACKENDS="$backends" \
   BENCH_META_ELAPSED="$(( $(date +%s) - start_epoch ))" BENCH_META_BUILD_NOTE="$build_note" \
   BENCH_META_TLS="$tls" BENCH_META_TLS_NOTE="$tls_note" BENCH_META_COPY_ROWS="$copy_rows" \
   BENCH_META_COPY_BYTES="$copy_bytes"

@@ -47,6 +47,8 @@ constexpr std::pair<std::string_view, TlsMode> kTlsModes[] = {
     {"require", TlsMode::require}, {"verify-ca", TlsMode::verify_ca}, {"verify-full", TlsMode::verify_full}};
 constexpr std::pair<std::string_view, TlsVersion> kTlsVersions[] = {{"TLSv1.2", TlsVersion::tls1_2},
                                                                     {"TLSv1.3", TlsVersion::tls1_3}};
+constexpr std::pair<std::string_view, std::string_view> kIoBackends[] = {
+    {"auto", "auto"}, {"epoll", "epoll"}, {"io_uring", "io_uring"}};
 constexpr std::pair<std::string_view, std::string_view> kLogLevels[] = {
     {"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}};
 
@@ -600,6 +602,8 @@ class ConfigReader {
         if (config_.client_message_timeout.count() <= 0) source_.fail(field, "must be greater than 0");
       } else if (field.key == "log_level") {
         config_.log_level = source_.choice(field, kLogLevels);
+      } else if (field.key == "io_backend") {
+        config_.io_backend = source_.choice(field, kIoBackends);
       } else if (field.key == "client_login_timeout") {
         config_.client_login_timeout = source_.duration(field);
         if (config_.client_login_timeout <= Duration(0)) source_.fail(field, "must be greater than 0");

@@ -144,6 +144,8 @@ struct Config {
   // process; a login asking for one more gets 53300, so that clients cannot make pgward grow without end.
   std::uint32_t max_fallback_databases = 100;
   std::string log_level = "info";  // trace | debug | info | warn | error
+  // auto | epoll | io_uring: the event loop, chosen at start-up (app/io_backend.cpp); a reload keeps it.
+  std::string io_backend = "auto";
   // A client that has not logged in by then (startup packet and authentication) gets FATAL 08P01.
   Duration client_login_timeout{60'000};
 

@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
 
+#include "asio/socket_close.hpp"
 #include "proxy/tls.hpp"
 
 namespace pgward::proxy {
@@ -22,8 +23,8 @@ class ClientStream {
   // Ends the socket's pending operations (TLS ones with it).
   void cancel(boost::system::error_code& ec) { socket_.cancel(ec); }
   void close(boost::system::error_code& ec) {
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    close_socket(socket_);
+    ec = {};
   }
 
   // The TLS layer, null while the connection is plain.

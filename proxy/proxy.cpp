@@ -221,6 +221,9 @@ ReloadResult Proxy::reload() {
   {
     std::lock_guard lock(config_mu_);
     if (fresh->listen != config_->listen) spdlog::warn("reload: [proxy] listen changes need a restart");
+    if (fresh->workers != config_->workers) spdlog::warn("reload: [proxy] workers changes need a restart");
+    if (fresh->io_backend != config_->io_backend)
+      spdlog::warn("reload: [proxy] io_backend changes need a restart");
     if (fresh->admin_listen != config_->admin_listen)
       spdlog::warn("reload: [admin] listen changes need a restart");
     config_ = fresh;

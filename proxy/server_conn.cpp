@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <cstring>
 
+#include "asio/socket_close.hpp"
 #include "protocol/auth.hpp"
 #include "protocol/sqlstate.hpp"
 #include "proxy/server_watch.hpp"
@@ -38,7 +39,6 @@ ServerConn::~ServerConn() { close(); }
 void ServerConn::close() {
   if (closed_) return;
   closed_ = true;
-  boost::system::error_code ec;
   if (socket_.is_open()) {
     // Terminate lets PostgreSQL end the backend at once instead of noticing the EOF later; over TLS it is
     // followed by close_notify, so that PostgreSQL sees an orderly end rather than a reset or a truncation.
@@ -49,8 +49,7 @@ void ServerConn::close() {
     } else if (!last_words.empty()) {
       ::send(socket_.native_handle(), last_words.data(), last_words.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     }
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    close_socket(socket_);
     spdlog::info("server {} closed ({}:{})", id_, target_.host, target_.port);
   }
 }
@@ -224,8 +223,7 @@ asio::awaitable<std::optional<ProxyError>> ServerConn::login(const ServerTarget&
   if (err && mode == config::TlsMode::allow && err->sqlstate.starts_with("28")) {
     // libpq's "allow": plain first, TLS when the server refused that (pg_hba.conf hostssl, say).
     tls_.reset();
-    boost::system::error_code ec;
-    socket_.close(ec);
+    close_socket(socket_);
     rpos = rend = 0;
     err = co_await login_once(target, true);
   }

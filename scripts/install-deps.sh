@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libboost1.81-dev libssl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libtomlplusplus-dev
+  libboost1.81-dev libssl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libtomlplusplus-dev liburing-dev
   prometheus
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev

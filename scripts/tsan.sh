@@ -15,7 +15,8 @@ chmod o+rx . 2>/dev/null || true
 build_dir=build-tsan
 start=$SECONDS
 PGWARD_BUILD_DIR="$build_dir" PGWARD_BUILD_TYPE=Debug \
-  PGWARD_CMAKE_ARGS="-DPGWARD_SANITIZE=thread -DCMAKE_CXX_FLAGS=-O1 ${PGWARD_CMAKE_ARGS:-}" bash scripts/build.sh
+  PGWARD_CMAKE_ARGS="-DPGWARD_SANITIZE=thread -DCMAKE_CXX_FLAGS=-O1 -DPGWARD_IO_URING=OFF ${PGWARD_CMAKE_ARGS:-}" \
+  bash scripts/build.sh
 echo "tsan build took $((SECONDS - start)) s"
 
 reports="$(pwd)/$build_dir/tsan"

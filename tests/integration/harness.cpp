@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
@@ -9,18 +11,21 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -78,8 +83,24 @@ std::vector<std::string> as_postgres_user(std::vector<std::string> argv) {
   return argv;
 }
 
-// fork/exec with stdin from /dev/null and stdout+stderr appended to log_path.
-pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent) {
+// A seccomp filter under which io_uring_setup fails with EPERM and every other call is allowed: what the
+// default profiles of Docker and Kubernetes do to io_uring.
+const sock_fprog* io_uring_forbidden() {
+  static sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  static const sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+  return &program;
+}
+
+// fork/exec with stdin from /dev/null and stdout+stderr appended to log_path; with forbid_io_uring, under
+// io_uring_forbidden().
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent,
+            bool forbid_io_uring = false) {
+  const sock_fprog* seccomp_program = forbid_io_uring ? io_uring_forbidden() : nullptr;
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -90,6 +111,9 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path, b
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec: the parent may have other threads.
     if (die_with_parent) prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (seccomp_program != nullptr && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+                                       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, seccomp_program) != 0))
+      _exit(126);
     dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
@@ -223,21 +247,29 @@ Children& children() {
   return c;
 }
 
-// `workers = N` from PGWARD_TEST_WORKERS (scripts/tsan.sh runs the suite with 2), or "" when it is unset or
-// when the test's [proxy] keys set workers themselves.
-std::string workers_from_env(const std::string& proxy_keys) {
-  const char* value = std::getenv("PGWARD_TEST_WORKERS");
-  if (value == nullptr || *value == '\0') return "";
-  if (std::string_view(value).find_first_not_of("0123456789") != std::string_view::npos)
-    throw std::runtime_error("PGWARD_TEST_WORKERS=" + std::string(value) + ": expected a number");
-  if (("\n" + proxy_keys).find("\nworkers") != std::string::npos) return "";
-  return "workers = " + std::string(value) + "\n";
+// [proxy] keys from the environment, each unless the test's own [proxy] keys set it: `workers = N` from
+// PGWARD_TEST_WORKERS (scripts/tsan.sh runs the suite with 2) and `io_backend = "B"` from
+// PGWARD_TEST_IO_BACKEND (ctest runs the suite once per event loop: tests/CMakeLists.txt).
+std::string proxy_keys_from_env(const std::string& proxy_keys) {
+  std::string keys;
+  if (const char* value = std::getenv("PGWARD_TEST_WORKERS"); value != nullptr && *value != '\0') {
+    if (std::string_view(value).find_first_not_of("0123456789") != std::string_view::npos)
+      throw std::runtime_error("PGWARD_TEST_WORKERS=" + std::string(value) + ": expected a number");
+    if (("\n" + proxy_keys).find("\nworkers") == std::string::npos)
+      keys += "workers = " + std::string(value) + "\n";
+  }
+  if (const char* value = std::getenv("PGWARD_TEST_IO_BACKEND"); value != nullptr && *value != '\0') {
+    if (("\n" + proxy_keys).find("\nio_backend") == std::string::npos)
+      keys += "io_backend = \"" + std::string(value) + "\"\n";
+  }
+  return keys;
 }
 
 }  // namespace
 
-pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent) {
-  return spawn(argv, log_path, die_with_parent);
+pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent,
+                    bool forbid_io_uring) {
+  return spawn(argv, log_path, die_with_parent, forbid_io_uring);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -606,7 +638,7 @@ Pgward::Pgward(const PgwardConfig& config) {
   dir_ = make_temp_dir("pgward-it");
   port_ = free_port();
   config_text_ = "[proxy]\nlisten = \"127.0.0.1:" + std::to_string(port_) + "\"\n" +
-                 workers_from_env(config.proxy) + config.proxy + "\n[auth]\n" + config.auth +
+                 proxy_keys_from_env(config.proxy) + config.proxy + "\n[auth]\n" + config.auth +
                  (config.users.empty() ? "" : "users_file = \"users.toml\"\n") + "\n[pool]\n" + config.pool +
                  "\n" + config.databases;
   // The admin port defaults to a fixed one: give each pgward its own unless the test configures [admin].
@@ -620,7 +652,7 @@ Pgward::Pgward(const PgwardConfig& config) {
   {
     std::lock_guard lock(children().mutex);
     pid_ = spawn({PGWARD_BINARY, "--config", dir_ + "/config.toml"}, dir_ + "/pgward.log",
-                 /*die_with_parent=*/true);
+                 /*die_with_parent=*/true, config.forbid_io_uring);
     children().pgwards.insert(pid_);
   }
 

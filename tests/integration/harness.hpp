@@ -200,7 +200,10 @@ long rss_kib(pid_t pid);
 
 // fork/exec argv with stdin from /dev/null and stdout+stderr appended to log_path; with die_with_parent the
 // child is killed when the test process dies. Throws std::runtime_error when it cannot start.
-pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent);
+// With forbid_io_uring, io_uring_setup fails with EPERM in the process, as under Docker's default seccomp
+// profile.
+pid_t spawn_process(const std::vector<std::string>& argv, const std::string& log_path, bool die_with_parent,
+                    bool forbid_io_uring = false);
 
 // For suites that run programs of their own (a second PostgreSQL, openssl): files, a temporary directory,
 // a program run to its end (its exit status as waitpid() gives it, -1 after 120 s), PostgreSQL's programs as
@@ -226,6 +229,8 @@ struct PgwardConfig {
   std::string pool = "mode = \"transaction\"\nsize = 4\n";                 // [pool] keys
   std::string databases = database_toml(kDatabase);                        // [[database]] tables
   std::string users{};  // users file content; when set, written to users.toml and named in [auth] users_file
+  bool forbid_io_uring =
+      false;  // io_uring_setup fails with EPERM in pgward (a seccomp filter): see spawn_process
 
   // A [[database]] table pointing at the test PostgreSQL, or with a port at 127.0.0.1:port (a FaultRelay in
   // front of it, say); `extra` holds further keys (user, password, ...).
