@@ -30,9 +30,11 @@ StatementPtr make_statement(std::string_view tail) {
   return def;
 }
 
-StatementPtr make_unnamed_statement(std::string_view tail) {
+StatementPtr make_unnamed_statement(std::string_view tail, bool plain, bool touches_session) {
   auto def = std::make_shared<StatementDef>();
   def->tail = tail;
+  def->plain = plain;
+  def->touches_session = touches_session;
   return def;
 }
 

@@ -27,13 +27,17 @@ struct StatementDef {
   std::string sql;
   // Its text may change session state (protocol::sql::may_touch_session): each Bind of it is looked at.
   bool touches_session = false;
+  // An unnamed statement whose text names no prepared statement: a Parse of the same bytes again goes to
+  // the server as the client wrote it, without being read (Session::rewrite_parse).
+  bool plain = false;
 };
 using StatementPtr = std::shared_ptr<const StatementDef>;
 
 StatementPtr make_statement(std::string_view tail);
 // A client's unnamed statement: it goes to the server unnamed, so it has no server name (no SHA-256 to
-// compute on every unnamed Parse, which is every query of an extended-protocol client).
-StatementPtr make_unnamed_statement(std::string_view tail);
+// compute on every unnamed Parse, which is every query of an extended-protocol client). `touches_session`:
+// what the caller found of its text (true when it did not look).
+StatementPtr make_unnamed_statement(std::string_view tail, bool plain, bool touches_session);
 // Server names pgward makes all start with this; no statement a client names gets one unless pgward made it.
 inline constexpr std::string_view kReservedPrefix = "pgw_";
 // A statement made by SQL PREPARE. It keeps the client's name on the server (so pg_prepared_statements and

@@ -58,7 +58,8 @@ asio::awaitable<void> Session::run() {
 
 void Session::transition(Phase next) {
   if (next == phase_) return;
-  spdlog::trace("client {}: {} -> {}", id_, to_string(phase_), to_string(next));
+  if (spdlog::should_log(spdlog::level::trace))
+    spdlog::trace("client {}: {} -> {}", id_, to_string(phase_), to_string(next));
   // The cancel slot: a client can be cancelled from its welcome (which hands it the key) until it closes.
   if (phase_ == Phase::login && next != Phase::closing && !registered_) {
     key_ = proxy_.register_client(
@@ -114,7 +115,8 @@ void Session::attach(pool::Lease lease, char tx_status) {
   cancel_unsure_ = false;
   proxy_.server_linked();
   transition(Phase::linked);
-  spdlog::debug("client {} linked to server {}", id_, server->id());
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("client {} linked to server {}", id_, server->id());
   asio::co_spawn(client_.get_executor(), server_loop(std::move(server)), asio::detached);
 }
 
