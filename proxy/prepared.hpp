@@ -27,6 +27,8 @@ struct StatementDef {
   std::string sql;
   // Its text may change session state (protocol::sql::may_touch_session): each Bind of it is looked at.
   bool touches_session = false;
+  // Its text may end a transaction (protocol::sql::may_commit), read once here rather than at each Bind.
+  bool may_commit = true;
   // An unnamed statement whose text names no prepared statement: a Parse of the same bytes again goes to
   // the server as the client wrote it, without being read (Session::rewrite_parse).
   bool plain = false;
@@ -60,7 +62,8 @@ inline constexpr std::string_view kNoopStatement = "pgw_noop";
 class ServerStatements {
  public:
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
-  void touch(const std::string& name);
+  // Marks `name` most recently used; false when it is not held.
+  bool touch(const std::string& name);
   void add(const std::string& name);
   void erase(const std::string& name);
   // The least recently used name while more than `max` are held; nullopt when within bounds.

@@ -61,8 +61,7 @@ Session::Expected& Session::expect(char request, pr::On on) { return expects_.pu
 
 void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
   ServerStatements& held = server_->statements;
-  if (held.contains(stmt->server_name)) {
-    held.touch(stmt->server_name);
+  if (held.touch(stmt->server_name)) {
     stats::add(pool_->stats.prepared_hits);
     return;
   }

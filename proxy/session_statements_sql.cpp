@@ -11,8 +11,7 @@ using pr::put_close;
 using pr::sql::mentions_ci;
 
 bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool simple_query) {
-  if (server_->statements.contains(stmt->server_name)) {
-    server_->statements.touch(stmt->server_name);
+  if (server_->statements.touch(stmt->server_name)) {
     stats::add(pool_->stats.prepared_hits);
     return true;
   }
