@@ -346,6 +346,10 @@ class Session : public std::enable_shared_from_this<Session> {
   ClientStream client_;
   std::shared_ptr<const TlsContexts> tls_;  // the contexts in force when the client connected
   const std::uint64_t id_;
+  // The data path's trace and debug lines, known once: the log level is set at start and never changes
+  // (app/main.cpp), and asking spdlog costs a registry lookup per message.
+  const bool log_trace_;
+  const bool log_debug_;
   std::string peer_;
   Phase phase_ = Phase::login;
 

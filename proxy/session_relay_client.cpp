@@ -100,7 +100,7 @@ Session::Step Session::take_client_message(Cursor& c, ClientMessage& m) {
     m.header_error = h.error;  // empty for a well-framed message of a type no client may send
     return Step::wait;
   }
-  if (spdlog::should_log(spdlog::level::trace))
+  if (log_trace_)
     spdlog::trace("client {} -> {} ({} bytes)", id_, pr::frontend_type_name(type), h.header.total());
   if (type == pr::fe::kTerminate) return Step::stop;
 
