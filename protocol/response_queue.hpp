@@ -6,6 +6,7 @@
 // business, through a Hooks object:
 //
 //   void undo(Notes&, bool failed);   // the request failed (true), or was skipped after an error (false)
+//   void undo_mark(std::uint8_t mark, bool failed);  // the same for an entry's mark (see Expected)
 //   void succeeded(Notes&);           // its Sync/Query/FunctionCall ended without an error undoing it
 //   std::string rewrite(Notes*, std::string_view error_body, bool stand_in);
 //       // the client's text for a server error: stand_in (On::error) always replaces, even with "" (the
@@ -45,6 +46,9 @@ template <class Notes>
 struct Expected {
   char request = 0;  // the frontend message type sent
   On on = On::forward;
+  // The user's own bits, for undo information small enough to need no notes (a request sent once per
+  // transaction, say): undone like notes, through Hooks::undo_mark, and never allocated.
+  std::uint8_t mark = 0;
   std::unique_ptr<Notes> notes;  // absent for plain requests: queueing one then allocates nothing
   Notes& more() {
     if (!notes) notes = std::make_unique<Notes>();
@@ -82,8 +86,7 @@ class ResponseQueue {
   // The server is gone: nothing queued will be answered. Undoes each as failed and empties the queue.
   template <class Hooks>
   void abandon(Hooks& hooks) {
-    for (Entry& e : entries_)
-      if (e.notes) hooks.undo(*e.notes, true);
+    for (Entry& e : entries_) undo(e, true, hooks);
     entries_.clear();
   }
 
@@ -93,6 +96,12 @@ class ResponseQueue {
   std::optional<std::string> committed_reply() const;
 
  private:
+  template <class Hooks>
+  static void undo(Entry& e, bool failed, Hooks& hooks) {
+    if (e.notes) hooks.undo(*e.notes, failed);
+    if (e.mark != 0) hooks.undo_mark(e.mark, failed);
+  }
+
   std::deque<Entry> entries_;
   std::string replacement_;
 };
@@ -118,16 +127,17 @@ typename ResponseQueue<Notes>::Answer ResponseQueue<Notes>::answer(char type, st
         if (e.on == On::swallow || e.on == On::txid) return {Disposition::drop, {}};
         return {};
       }
-      if (e.notes) hooks.undo(*e.notes, false);
+      undo(e, false, hooks);
     }
     return {};
   }
   Entry& front = entries_.front();
   if (ends_with_sync(front.request)) {  // output of a simple query, function call or Sync
     if (front.on == On::swallow) {      // a preamble pgward injected
-      if (type == be::kErrorResponse && front.notes) {
-        hooks.undo(*front.notes, true);
+      if (type == be::kErrorResponse) {
+        undo(front, true, hooks);
         front.notes.reset();
+        front.mark = 0;
       }
       return {Disposition::drop, {}};
     }
@@ -135,11 +145,12 @@ typename ResponseQueue<Notes>::Answer ResponseQueue<Notes>::answer(char type, st
       if (type == be::kDataRow) hooks.txid(body);
       return {Disposition::drop, {}};
     }
-    if (type != be::kErrorResponse || !front.notes) return {};
+    if (type != be::kErrorResponse || (!front.notes && front.mark == 0)) return {};
     const bool stand_in = front.on == On::error;
-    hooks.undo(*front.notes, true);
+    undo(front, true, hooks);
     replacement_ = hooks.rewrite(front.notes.get(), body, stand_in);
     front.notes.reset();  // one error per query is enough to undo
+    front.mark = 0;
     if (!stand_in && replacement_.empty()) return {};
     return {Disposition::replace, replacement_};
   }
@@ -147,10 +158,10 @@ typename ResponseQueue<Notes>::Answer ResponseQueue<Notes>::answer(char type, st
   if (type == be::kErrorResponse) {
     Entry failed = std::move(front);
     entries_.pop_front();
-    if (failed.notes) hooks.undo(*failed.notes, true);
+    undo(failed, true, hooks);
     // PostgreSQL skips every extended message up to the next Sync.
     while (!entries_.empty() && !ends_with_sync(entries_.front().request)) {
-      if (entries_.front().notes) hooks.undo(*entries_.front().notes, false);
+      undo(entries_.front(), false, hooks);
       entries_.pop_front();
     }
     if (failed.on != On::error) return {};

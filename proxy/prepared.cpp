@@ -26,13 +26,17 @@ StatementPtr make_statement(std::string_view tail) {
   auto def = std::make_shared<StatementDef>();
   def->server_name = server_name_for("pgw_", tail);
   def->tail = tail;
-  def->touches_session = protocol::sql::may_touch_session(tail.substr(0, tail.find('\0')));
+  const std::string_view text = tail.substr(0, tail.find('\0'));
+  def->touches_session = protocol::sql::may_touch_session(text);
+  def->may_commit = protocol::sql::may_commit(text);
   return def;
 }
 
-StatementPtr make_unnamed_statement(std::string_view tail) {
+StatementPtr make_unnamed_statement(std::string_view tail, bool plain, bool touches_session) {
   auto def = std::make_shared<StatementDef>();
   def->tail = tail;
+  def->plain = plain;
+  def->touches_session = touches_session;
   return def;
 }
 
@@ -44,12 +48,15 @@ StatementPtr make_sql_statement(std::string_view client_name, std::string_view o
   def->server_name = client_name.starts_with(kReservedPrefix) ? server_name_for("pgw_q", owner_key)
                                                               : std::string(client_name);
   def->sql = sql;
+  def->may_commit = protocol::sql::may_commit(sql);
   return def;
 }
 
-void ServerStatements::touch(const std::string& name) {
+bool ServerStatements::touch(const std::string& name) {
   auto it = index_.find(name);
-  if (it != index_.end()) lru_.splice(lru_.end(), lru_, it->second);
+  if (it == index_.end()) return false;
+  lru_.splice(lru_.end(), lru_, it->second);
+  return true;
 }
 
 void ServerStatements::add(const std::string& name) {

@@ -27,13 +27,19 @@ struct StatementDef {
   std::string sql;
   // Its text may change session state (protocol::sql::may_touch_session): each Bind of it is looked at.
   bool touches_session = false;
+  // Its text may end a transaction (protocol::sql::may_commit), read once here rather than at each Bind.
+  bool may_commit = true;
+  // An unnamed statement whose text names no prepared statement: a Parse of the same bytes again goes to
+  // the server as the client wrote it, without being read (Session::rewrite_parse).
+  bool plain = false;
 };
 using StatementPtr = std::shared_ptr<const StatementDef>;
 
 StatementPtr make_statement(std::string_view tail);
 // A client's unnamed statement: it goes to the server unnamed, so it has no server name (no SHA-256 to
-// compute on every unnamed Parse, which is every query of an extended-protocol client).
-StatementPtr make_unnamed_statement(std::string_view tail);
+// compute on every unnamed Parse, which is every query of an extended-protocol client). `touches_session`:
+// what the caller found of its text (true when it did not look).
+StatementPtr make_unnamed_statement(std::string_view tail, bool plain, bool touches_session);
 // Server names pgward makes all start with this; no statement a client names gets one unless pgward made it.
 inline constexpr std::string_view kReservedPrefix = "pgw_";
 // A statement made by SQL PREPARE. It keeps the client's name on the server (so pg_prepared_statements and
@@ -56,7 +62,8 @@ inline constexpr std::string_view kNoopStatement = "pgw_noop";
 class ServerStatements {
  public:
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
-  void touch(const std::string& name);
+  // Marks `name` most recently used; false when it is not held.
+  bool touch(const std::string& name);
   void add(const std::string& name);
   void erase(const std::string& name);
   // The least recently used name while more than `max` are held; nullopt when within bounds.

@@ -19,7 +19,11 @@ using asio::as_tuple;
 using asio::use_awaitable;
 
 Session::Session(Proxy& proxy, tcp::socket socket, std::uint64_t id)
-    : proxy_(proxy), client_(std::move(socket)), id_(id) {
+    : proxy_(proxy),
+      client_(std::move(socket)),
+      id_(id),
+      log_trace_(spdlog::should_log(spdlog::level::trace)),
+      log_debug_(spdlog::should_log(spdlog::level::debug)) {
   boost::system::error_code ec;
   auto ep = client_.socket().remote_endpoint(ec);
   peer_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -58,7 +62,7 @@ asio::awaitable<void> Session::run() {
 
 void Session::transition(Phase next) {
   if (next == phase_) return;
-  spdlog::trace("client {}: {} -> {}", id_, to_string(phase_), to_string(next));
+  if (log_trace_) spdlog::trace("client {}: {} -> {}", id_, to_string(phase_), to_string(next));
   // The cancel slot: a client can be cancelled from its welcome (which hands it the key) until it closes.
   if (phase_ == Phase::login && next != Phase::closing && !registered_) {
     key_ = proxy_.register_client(
@@ -114,7 +118,7 @@ void Session::attach(pool::Lease lease, char tx_status) {
   cancel_unsure_ = false;
   proxy_.server_linked();
   transition(Phase::linked);
-  spdlog::debug("client {} linked to server {}", id_, server->id());
+  if (log_debug_) spdlog::debug("client {} linked to server {}", id_, server->id());
   asio::co_spawn(client_.get_executor(), server_loop(std::move(server)), asio::detached);
 }
 
@@ -133,7 +137,7 @@ void Session::unlink(bool reusable, Phase next) {
 
 void Session::give_back(pool::Lease lease, bool reusable) {
   reusable = reusable && !cancel_unsure_;
-  if (spdlog::should_log(spdlog::level::debug)) {
+  if (log_debug_) {
     spdlog::debug("client {} gave back server {} ({})", id_,
                   static_cast<const ServerConn&>(*lease.server()).id(), reusable ? "reusable" : "closed");
   }

@@ -15,6 +15,7 @@
 //   session_tls.cpp            TLS towards the client: SSLRequest, direct TLS, what [client_tls] requires
 //   session_checkout.cpp       a server from the pool, connect retries, the client's settings on it
 //   session_statements.cpp     prepared statements: per-client names on shared servers
+//   session_statements_sql.cpp the statement names in SQL text (PREPARE, EXECUTE, DEALLOCATE)
 //   session_relay_client.cpp   client -> server: client_loop, one client message at a time
 //   session_relay_server.cpp   server -> client: server_loop, the gate, the response queue
 //   session_faults.cpp         what the client is told when its server dies under it
@@ -79,11 +80,17 @@ class Session : public std::enable_shared_from_this<Session> {
     bool forget_all = false;
     bool uses_missing = false;   // the text names kMissingStatement (a name the client does not have)
     bool unnamed_parse = false;  // the client's own unnamed Parse
-    bool injected_unnamed = false;
     StatementPtr prev_unnamed;
     bool prev_unnamed_on_server = false;
   };
   using Expected = protocol::Expected<Notes>;
+  // Marks (Expected::mark): undo information that needs no Notes, for what comes once per transaction.
+  static constexpr std::uint8_t kUnnamedAgain = 1;     // an unnamed Parse of the text unnamed_ holds already
+  static constexpr std::uint8_t kWasOnServer = 2;      // (with kUnnamedAgain) the server held it before
+  static constexpr std::uint8_t kInjectedUnnamed = 4;  // pgward's Parse of unnamed_ on a server lacking it
+  // What became of one rewritable message: it goes to the server as the client wrote it (after whatever
+  // was appended to wire_ first), a rewritten copy of it went into wire_, or it is malformed.
+  enum class Rewrite : std::uint8_t { as_is, rewritten, malformed };
   struct QueueHooks;  // what the response queue asks of the session (session_statements.cpp)
   using Answer = protocol::ResponseQueue<Notes>::Answer;
   // A span of a receive buffer: [span, pos) is taken and goes out in one write; pos is where reading stands.
@@ -240,11 +247,18 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // ---- prepared statements (session_statements.cpp), transaction and statement modes ----
   Expected& expect(char request, protocol::On on = protocol::On::forward);
-  // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close), appending what goes to the
-  // server to `wire` and queueing the responses to expect. False when the message is malformed.
-  bool rewrite_message(char type, std::string_view message, std::string& wire);
-  bool rewrite_parse(std::string_view body, std::string& wire);
-  bool rewrite_bind_describe(char type, std::string_view message, std::string& wire);
+  // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close) at c.pos, queueing the
+  // responses to expect. What must go to the server other than the message as written goes into wire_,
+  // through wire_for(c).
+  Rewrite rewrite_message(char type, std::string_view message, Cursor& c);
+  Rewrite rewrite_parse(std::string_view body, Cursor& c);
+  Rewrite rewrite_bind_describe(char type, std::string_view message, Cursor& c);
+  // wire_, once what precedes c.pos in the buffer ([span, pos)) is in it: where pgward writes in the
+  // client's place.
+  std::string& wire_for(Cursor& c);
+  // The body of a Parse of the unnamed statement with the very text unnamed_ holds, which named no statement.
+  bool unnamed_again(std::string_view parse_body) const;
+  bool unnamed_touches_session() const { return !unnamed_ || unnamed_->touches_session; }
   void ensure_on_server(const StatementPtr& stmt, std::string& wire);
   // A simple Query: ends the unnamed statement, and every prepared-statement name in its text is put in
   // this client's namespace. True when it rewrote the query (appending [span, pos) and the new message to
@@ -282,6 +296,7 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::sql::Dialect dialect() const;
   void forget_server_statements();
   void undo(const Notes& x, ServerConn& server, bool failed);
+  void undo_mark(std::uint8_t mark, bool failed);
   // What to do with one server message, given the requests outstanding (see ResponseQueue::answer).
   Answer answer(char type, std::string_view body, ServerConn& server);
   // The server is gone: undoes what was assumed of every request still queued.
@@ -331,6 +346,10 @@ class Session : public std::enable_shared_from_this<Session> {
   ClientStream client_;
   std::shared_ptr<const TlsContexts> tls_;  // the contexts in force when the client connected
   const std::uint64_t id_;
+  // The data path's trace and debug lines, known once: the log level is set at start and never changes
+  // (app/main.cpp), and asking spdlog costs a registry lookup per message.
+  const bool log_trace_;
+  const bool log_debug_;
   std::string peer_;
   Phase phase_ = Phase::login;
 
@@ -423,6 +442,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t sql_prepares_ = 0;  // SQL PREPAREs so far: each gets a server name of its own
   StatementPtr unnamed_;            // this client's unnamed statement, until its next unnamed Parse or Query
   bool unnamed_on_server_ = false;  // the linked server holds it (sent during this link)
+  bool parse_touches_session_ = true;  // what note_session_text() found of the last text: may_touch_session()
   protocol::ResponseQueue<Notes> expects_;
   std::string wire_;         // client_loop's scratch: a rewritten batch for the server
   std::string server_wire_;  // server_loop's scratch: a filtered batch for the client

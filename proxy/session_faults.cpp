@@ -45,9 +45,7 @@ void Session::note_in_flight(char type, std::string_view message, bool whole) {
         in_doubt_ = unnamed_may_commit_;
       } else {
         auto it = statements_.find(std::string(b->statement));
-        in_doubt_ = it == statements_.end() ||
-                    pr::sql::may_commit(it->second->tail.substr(0, it->second->tail.find('\0'))) ||
-                    pr::sql::may_commit(it->second->sql);
+        in_doubt_ = it == statements_.end() || it->second->may_commit;
       }
       break;
     }

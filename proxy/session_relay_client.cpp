@@ -100,7 +100,8 @@ Session::Step Session::take_client_message(Cursor& c, ClientMessage& m) {
     m.header_error = h.error;  // empty for a well-framed message of a type no client may send
     return Step::wait;
   }
-  spdlog::trace("client {} -> {} ({} bytes)", id_, pr::frontend_type_name(type), h.header.total());
+  if (log_trace_)
+    spdlog::trace("client {} -> {} ({} bytes)", id_, pr::frontend_type_name(type), h.header.total());
   if (type == pr::fe::kTerminate) return Step::stop;
 
   const std::size_t total = h.header.total();
@@ -197,9 +198,7 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
   const char type = m.type;
   const bool fresh = gate_.fresh();  // this message starts a new batch
   if (fresh && !server_->evicted.empty() && !is_copy(type)) {
-    wire_.append(cbuf_, c.span, c.pos - c.span);
-    c.span = c.pos;
-    close_on_server(wire_, server_->evicted);
+    close_on_server(wire_for(c), server_->evicted);
     server_->evicted.clear();
   }
   const std::int64_t outstanding = gate_.pending();
@@ -224,15 +223,16 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
     // Learn the transaction id in the same round trip as the COMMIT, in case the server dies before
     // answering it (see server_lost()). Through the extended protocol only with rewriting on: the queue of
     // expected answers is what lets pgward complete the batch's replies if the COMMIT is verified.
-    wire_.append(cbuf_, c.span, c.pos - c.span);
-    c.span = c.pos;
-    pr::put_query(wire_, "SELECT coalesce(pg_catalog.txid_current_if_assigned(), 0)");
+    pr::put_query(wire_for(c), "SELECT coalesce(pg_catalog.txid_current_if_assigned(), 0)");
     expect(pr::fe::kQuery, pr::On::txid);
     gate_.injected();
     commit_txid_.reset();
     if (!rewrite_) expect(pr::fe::kQuery);  // the COMMIT: the queue covers every answer in flight
   }
-  if (track_state_ && (type == pr::fe::kQuery || type == pr::fe::kParse)) {
+  // (The unnamed statement parsed again, whose text was found not to touch session state, is not read.)
+  if (track_state_ && (type == pr::fe::kQuery || type == pr::fe::kParse) &&
+      !(type == pr::fe::kParse && rewrite_ && m.whole && !unnamed_touches_session() &&
+        unnamed_again(m.message.substr(pr::kHeaderSize)))) {
     const std::string_view text = !m.whole                 ? std::string_view()
                                   : type == pr::fe::kQuery ? pr::query_text(m.message)
                                                            : pr::parse_text(m.message);
@@ -251,10 +251,14 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
                type != pr::fe::kClose) {
       expect(type);  // Execute, Sync, FunctionCall
     } else {
-      wire_.append(cbuf_, c.span, c.pos - c.span);
-      if (!rewrite_message(type, m.message, wire_)) {
+      const Rewrite r = rewrite_message(type, m.message, c);
+      if (r == Rewrite::as_is) {
+        client_pass_ = m.total;  // in the span, straight from the client's buffer
+        return;
+      }
+      if (r == Rewrite::malformed) {
         // PostgreSQL would end the connection; pgward refuses the one message and the session goes on.
-        refuse_message(wire_, type, ss::kProtocolViolation,
+        refuse_message(wire_for(c), type, ss::kProtocolViolation,
                        "invalid " + std::string(pr::frontend_type_name(type)) + " message format");
       }
       c.pos += m.total;

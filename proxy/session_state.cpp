@@ -53,12 +53,14 @@ constexpr std::pair<std::string_view, PinReason> kPinRows[] = {{".temp", PinReas
 
 std::optional<std::string> Session::note_session_text(std::string_view sql, bool whole) {
   const bool session_mode = database_->pool.mode == config::PoolMode::session;
+  parse_touches_session_ = true;
   if (!whole) {
     // Too large to look at: learnt afterwards (in session mode, a RESET in it would go unseen).
     if (!session_mode) state_dirty_ = true;
     return std::nullopt;
   }
-  if (!pr::sql::may_touch_session(sql)) return std::nullopt;
+  parse_touches_session_ = pr::sql::may_touch_session(sql);
+  if (!parse_touches_session_) return std::nullopt;
   const pr::sql::SessionEffects fx = pr::sql::session_effects(sql, dialect());
   if (session_mode) {
     // Only RESET needs pgward here: the client keeps its server, and the server its state.

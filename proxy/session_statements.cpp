@@ -25,6 +25,7 @@ struct Session::QueueHooks {
   ServerConn& server;
 
   void undo(Notes& n, bool failed) { session.undo(n, server, failed); }
+  void undo_mark(std::uint8_t mark, bool failed) { session.undo_mark(mark, failed); }
   void succeeded(Notes& n) { session.forget_on_success(n); }
   std::string rewrite(Notes* n, std::string_view body, bool stand_in) {
     if (!n) return {};
@@ -60,8 +61,7 @@ Session::Expected& Session::expect(char request, pr::On on) { return expects_.pu
 
 void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
   ServerStatements& held = server_->statements;
-  if (held.contains(stmt->server_name)) {
-    held.touch(stmt->server_name);
+  if (held.touch(stmt->server_name)) {
     stats::add(pool_->stats.prepared_hits);
     return;
   }
@@ -78,39 +78,59 @@ void Session::ensure_on_server(const StatementPtr& stmt, std::string& wire) {
   held.add(stmt->server_name);
 }
 
-bool Session::rewrite_message(char type, std::string_view message, std::string& wire) {
+std::string& Session::wire_for(Cursor& c) {
+  wire_.append(cbuf_, c.span, c.pos - c.span);
+  c.span = c.pos;
+  return wire_;
+}
+
+Session::Rewrite Session::rewrite_message(char type, std::string_view message, Cursor& c) {
   const std::string_view body = message.substr(pr::kHeaderSize);
   switch (type) {
-    case pr::fe::kParse: return rewrite_parse(body, wire);
+    case pr::fe::kParse: return rewrite_parse(body, c);
     case pr::fe::kBind:
-    case pr::fe::kDescribe: return rewrite_bind_describe(type, message, wire);
+    case pr::fe::kDescribe: return rewrite_bind_describe(type, message, c);
     case pr::fe::kClose: {
       auto t = parse_target(body);
-      if (!t) return false;
+      if (!t) return Rewrite::malformed;
       if (t->kind == 'S' && !t->name.empty()) {
         // Only this client's name goes; the server statement may serve other clients and stays (LRU).
         statements_.erase(std::string(t->name));
-        put_close(wire, 'S', kNoopStatement);
-      } else {
-        if (t->kind == 'S') {
-          unnamed_.reset();
-          unnamed_on_server_ = false;
-        }
-        wire.append(message);
+        put_close(wire_for(c), 'S', kNoopStatement);
+        expect(type);
+        return Rewrite::rewritten;
+      }
+      if (t->kind == 'S') {
+        unnamed_.reset();
+        unnamed_on_server_ = false;
       }
       expect(type);
-      return true;
+      return Rewrite::as_is;
     }
 
     default: break;
   }
-  return false;
+  return Rewrite::malformed;
 }
 
-bool Session::rewrite_parse(std::string_view body, std::string& wire) {
+bool Session::unnamed_again(std::string_view parse_body) const {
+  // The tail stored was validated when it was parsed: the same bytes need no parsing again.
+  return unnamed_ && unnamed_->plain && !parse_body.empty() && parse_body[0] == '\0' &&
+         parse_body.substr(1) == unnamed_->tail;
+}
+
+Session::Rewrite Session::rewrite_parse(std::string_view body, Cursor& c) {
   constexpr char type = pr::fe::kParse;
+  if (unnamed_again(body)) {
+    // The statement every query of an extended-protocol client parses: nothing in it to rename, the
+    // statement kept is the same, and what a failure or a skip undoes fits in the entry's mark.
+    expect(type).mark = kUnnamedAgain | (unnamed_on_server_ ? kWasOnServer : 0);
+    unnamed_on_server_ = true;
+    return Rewrite::as_is;
+  }
   auto p = parse_parse(body);
-  if (!p) return false;
+  if (!p) return Rewrite::malformed;
+  bool plain = true;  // the text names no statement: it goes as the client wrote it
   // PREPARE, EXECUTE, DEALLOCATE and DISCARD may come through the extended protocol too (psycopg sends
   // DEALLOCATE ALL so after a rollback): they act on this client's names, as in a simple query.
   std::string rewritten;
@@ -119,13 +139,17 @@ bool Session::rewrite_parse(std::string_view body, std::string& wire) {
   if (pr::sql::may_name_statements(text)) {
     const pr::sql::Scan scan = pr::sql::scan_statement_refs(text, dialect());
     if (scan.refs.empty()) {
-      if (mentions_ci(text, "dealloc") || mentions_ci(text, "discard")) forget_server_statements();
+      if (mentions_ci(text, "dealloc") || mentions_ci(text, "discard")) {
+        forget_server_statements();
+        plain = false;
+      }
     } else {
+      plain = false;
       Notes notes;
-      rewritten = rewrite_statement_names(text, scan, wire, false, notes);
+      rewritten = rewrite_statement_names(text, scan, wire_for(c), false, notes);
       if (!notes.error_code.empty()) {
-        refuse_message(wire, type, notes.error_code, std::move(notes.error));
-        return true;
+        refuse_message(wire_, type, notes.error_code, std::move(notes.error));
+        return Rewrite::rewritten;
       }
       rewritten += p->tail.substr(text_end);  // the parameter types
       p->tail = rewritten;
@@ -141,17 +165,20 @@ bool Session::rewrite_parse(std::string_view body, std::string& wire) {
     x.unnamed_parse = true;
     x.prev_unnamed = unnamed_;
     x.prev_unnamed_on_server = unnamed_on_server_;
-    unnamed_ = make_unnamed_statement(p->tail);
+    // (note_session_text() has just looked at this same text when session state is followed.)
+    unnamed_ = make_unnamed_statement(p->tail, plain, !track_state_ || parse_touches_session_);
     unnamed_on_server_ = true;
-    put_parse(wire, "", p->tail);
-    return true;
+    if (plain) return Rewrite::as_is;
+    put_parse(wire_for(c), "", p->tail);
+    return Rewrite::rewritten;
   }
+  std::string& wire = wire_for(c);
   std::string name(p->name);
   if (statements_.contains(name)) {
     // PostgreSQL's own answer, produced by the server so that a transaction block is aborted as it would
     // be.
     refuse_message(wire, type, "42P05", "prepared statement \"" + name + "\" already exists");
-    return true;
+    return Rewrite::rewritten;
   }
   StatementPtr stmt = make_statement(p->tail);
   statements_[name] = stmt;
@@ -165,39 +192,43 @@ bool Session::rewrite_parse(std::string_view body, std::string& wire) {
   expects_.back().on = pr::On::forward;
   expects_.back().more().client_name = std::move(name);
   expects_.back().more().stmt = std::move(stmt);
-  return true;
+  return Rewrite::rewritten;
 }
 
-bool Session::rewrite_bind_describe(char type, std::string_view message, std::string& wire) {
+Session::Rewrite Session::rewrite_bind_describe(char type, std::string_view message, Cursor& c) {
   const std::string_view body = message.substr(pr::kHeaderSize);
   std::string_view statement;
   std::optional<pr::BindView> bind;
   if (type == pr::fe::kBind) {
     bind = parse_bind(body);
-    if (!bind) return false;
+    if (!bind) return Rewrite::malformed;
     statement = bind->statement;
   } else {
     auto t = parse_target(body);
-    if (!t) return false;
+    if (!t) return Rewrite::malformed;
     if (t->kind == 'P') {
-      wire.append(message);
       expect(type);
-      return true;
+      return Rewrite::as_is;
     }
     statement = t->name;
   }
 
+  if (statement.empty() && unnamed_) {
+    // The unnamed statement keeps its name on the server: the message goes as it is, after a Parse of the
+    // statement when this server does not hold it yet (a Bind in a later transaction than its Parse).
+    if (!unnamed_on_server_) {
+      put_parse(wire_for(c), "", unnamed_->tail);
+      expect(pr::fe::kParse, pr::On::swallow).mark = kInjectedUnnamed;
+      unnamed_on_server_ = true;
+    }
+    expect(type);
+    return Rewrite::as_is;
+  }
+  std::string& wire = wire_for(c);
   std::string_view server_name;
   std::string missing;
   if (statement.empty()) {
-    if (!unnamed_) {
-      missing = "unnamed prepared statement does not exist";
-    } else if (!unnamed_on_server_) {
-      put_parse(wire, "", unnamed_->tail);
-      expect(pr::fe::kParse, pr::On::swallow);
-      expects_.back().more().injected_unnamed = true;
-      unnamed_on_server_ = true;
-    }
+    missing = "unnamed prepared statement does not exist";
   } else if (auto it = statements_.find(std::string(statement));
              it != statements_.end() &&
              (it->second->sql.empty() || server_->statements.contains(it->second->server_name))) {
@@ -228,7 +259,7 @@ bool Session::rewrite_bind_describe(char type, std::string_view message, std::st
     expects_.back().more().error_code = "26000";
     expects_.back().more().error = std::move(missing);
   }
-  return true;
+  return Rewrite::rewritten;
 }
 
 void Session::forget_server_statements() {
@@ -248,52 +279,6 @@ bool Session::evict_for_one(std::string& wire) {
     closed = true;
   }
   return closed;
-}
-
-bool Session::make_present(const StatementPtr& stmt, std::string& wire, bool simple_query) {
-  if (server_->statements.contains(stmt->server_name)) {
-    server_->statements.touch(stmt->server_name);
-    stats::add(pool_->stats.prepared_hits);
-    return true;
-  }
-  if (stmt->sql.empty()) {
-    // Made by a Parse: Close + Parse, completed by a Sync of its own when a simple query follows.
-    ensure_on_server(stmt, wire);
-    if (simple_query) inject_sync(wire);
-    return true;
-  }
-  // Made by SQL PREPARE: only a simple query can re-create it (inside an extended-protocol batch a PREPARE
-  // query would end the batch's implicit transaction). Close first, in case the server still has it.
-  if (!simple_query) return false;
-  stats::add(pool_->stats.prepared_misses);
-  if (evict_for_one(wire)) inject_sync(wire);
-  put_close(wire, 'S', stmt->server_name);
-  expect(pr::fe::kClose, pr::On::swallow);
-  inject_sync(wire);
-  std::string prepare = "PREPARE \"";
-  for (char ch : stmt->server_name) {
-    if (ch == '"') prepare += '"';
-    prepare += ch;
-  }
-  pr::put_query(wire, prepare + "\" " + stmt->sql);
-  expect(pr::fe::kQuery, pr::On::swallow).more().server_added = stmt->server_name;
-  gate_.injected();
-  server_->statements.add(stmt->server_name);
-  server_->sql_owner = id_;
-  server_->sql_statements.push_back(stmt->server_name);
-  return true;
-}
-
-void Session::drop_foreign_sql_statements(std::string& wire) {
-  ServerConn& s = *server_;
-  if (s.sql_owner == id_ || s.sql_statements.empty()) {
-    s.sql_owner = id_;
-    return;
-  }
-  for (const std::string& name : s.sql_statements) s.statements.erase(name);
-  close_on_server(wire, s.sql_statements);
-  s.sql_statements.clear();
-  s.sql_owner = id_;
 }
 
 void Session::close_on_server(std::string& wire, const std::vector<std::string>& names) {
@@ -329,127 +314,6 @@ void Session::forget_on_success(const Notes& x) {
   for (const std::string& name : x.forget) statements_.erase(name);
 }
 
-std::string Session::rewrite_statement_names(std::string_view sql, const pr::sql::Scan& scan,
-                                             std::string& wire, bool simple_query, Notes& notes) {
-  using Kind = pr::sql::StatementRef::Kind;
-  std::string text;
-  std::size_t copied = 0;      // bytes of `sql` already in `text`
-  std::size_t text_chars = 0;  // characters in `text`
-  for (const pr::sql::StatementRef& ref : scan.refs) {
-    if (ref.kind == Kind::deallocate_all || ref.kind == Kind::discard_all) {
-      // DEALLOCATE ALL / DISCARD ALL reach the server as they are: they drop every statement there, which
-      // pgward forgets at once (other clients' shared statements are parsed again on their next use, Close
-      // first). The client's own names go only if the query succeeds. SQL-made names stay listed, so that
-      // the next client's checkout closes them whatever happened.
-      server_->statements.clear();
-      notes.forget_all = true;
-      if (ref.kind == Kind::discard_all) {
-        for (const auto& name : server_->set_unreported) server_->params.erase(name);
-        server_->set_unreported.clear();
-        server_->params_match = {};
-      }
-      continue;
-    }
-    const std::string server_name = server_name_for(ref, wire, simple_query, notes);
-    if (server_name.empty()) return {};     // refused: `notes` holds the error
-    if (server_name == ref.name) continue;  // the client's own name (SQL PREPARE): the text stays as written
-    const std::string_view before = sql.substr(copied, ref.name_pos - copied);
-    text += before;
-    text_chars += pr::sql::count_chars(before);
-    const std::string_view written = sql.substr(ref.name_pos, ref.name_len);
-    notes.swaps.push_back(
-        {server_name, ref.name, text_chars, server_name.size(), pr::sql::count_chars(written)});
-    text += server_name;
-    text_chars += server_name.size();
-    copied = ref.name_pos + ref.name_len;
-  }
-  text += sql.substr(copied);
-  return text;
-}
-
-std::string Session::server_name_for(const pr::sql::StatementRef& ref, std::string& wire, bool simple_query,
-                                     Notes& notes) {
-  using Kind = pr::sql::StatementRef::Kind;
-  auto it = statements_.find(ref.name);
-  if (ref.kind == Kind::prepare) {
-    if (it != statements_.end()) {
-      // PostgreSQL's 42P05, raised by the server itself at this very statement.
-      if (!make_present(it->second, wire, simple_query)) {
-        notes.error_code = "42P05";  // the caller has the server fail in its place
-        notes.error = "prepared statement \"" + ref.name + "\" already exists";
-        return {};
-      }
-      return it->second->server_name;
-    }
-    // (A PREPARE whose query failed may still exist on the server: prepared statements outlive a rollback.
-    // Its name stays in sql_statements, so the next client's checkout closes it.)
-    StatementPtr stmt =
-        make_sql_statement(ref.name, std::to_string(id_) + '\0' + std::to_string(++sql_prepares_), ref.body);
-    statements_[ref.name] = stmt;
-    // Room is made after the query has run: a victim may be a statement this same query creates.
-    server_->statements.add(stmt->server_name);
-    // (Inside an extended-protocol batch the PREPARE runs at Execute, so nothing is evicted for it there;
-    // the next client's checkout closes it anyway.)
-    while (simple_query && server_->statements.size() > database_->pool.max_prepared_statements) {
-      notes.evicted.push_back(*server_->statements.evict_over(database_->pool.max_prepared_statements));
-    }
-    server_->sql_owner = id_;
-    server_->sql_statements.push_back(stmt->server_name);
-    std::string server_name = stmt->server_name;
-    notes.prepared.emplace_back(ref.name, std::move(stmt));
-    return server_name;
-  }
-  // EXECUTE, DEALLOCATE
-  if (it == statements_.end() || !make_present(it->second, wire, simple_query)) {
-    // Not this client's: whatever the name looks like, PostgreSQL answers 26000 for it.
-    if (!notes.uses_missing) close_missing(wire, simple_query);
-    notes.uses_missing = true;
-    return std::string(kMissingStatement);
-  }
-  if (ref.kind == Kind::deallocate) {
-    // The server copy goes, so that the command tag and any error are PostgreSQL's own; other clients that
-    // share it get it parsed again on their next use. The client's name goes once it succeeded.
-    server_->statements.erase(it->second->server_name);
-    notes.forget.push_back(ref.name);
-  }
-  return it->second->server_name;
-}
-
-bool Session::note_simple_query(std::string_view message, std::string& wire, Cursor& c) {
-  // "a simple Query message also destroys the unnamed statement" (Extended Query).
-  unnamed_.reset();
-  unnamed_on_server_ = false;
-  auto sql = pr::parse_query(message.substr(pr::kHeaderSize));
-  if (!sql || !pr::sql::may_name_statements(*sql)) {
-    expect(pr::fe::kQuery);
-    return false;
-  }
-  const pr::sql::Scan scan = pr::sql::scan_statement_refs(*sql, dialect());
-  if (scan.refs.empty()) {
-    if (mentions_ci(*sql, "dealloc") || mentions_ci(*sql, "discard")) forget_server_statements();
-    expect(pr::fe::kQuery);
-    return false;
-  }
-  wire.append(cbuf_, c.span, c.pos - c.span);
-  Notes notes;
-  const std::string text = rewrite_statement_names(*sql, scan, wire, true, notes);
-  pr::put_query(wire, text);
-  Expected& e = expect(pr::fe::kQuery);
-  if (!notes.swaps.empty() || !notes.prepared.empty() || notes.forget_all || !notes.forget.empty()) {
-    Notes& x = e.more();
-    x.swaps = std::move(notes.swaps);
-    x.prepared = std::move(notes.prepared);
-    x.forget = std::move(notes.forget);
-    x.forget_all = notes.forget_all;
-  }
-  // Closed before the client's next batch, once this query has made them (see client_loop).
-  stats::add(pool_->stats.prepared_evictions, notes.evicted.size());
-  for (std::string& name : notes.evicted) server_->evicted.push_back(std::move(name));
-  c.pos += message.size();
-  c.span = c.pos;
-  return true;
-}
-
 void Session::undo(const Notes& x, ServerConn& server, bool failed) {
   if (!x.client_name.empty()) {
     auto it = statements_.find(x.client_name);
@@ -473,7 +337,17 @@ void Session::undo(const Notes& x, ServerConn& server, bool failed) {
       unnamed_on_server_ = x.prev_unnamed_on_server;
     }
   }
-  if (x.injected_unnamed) unnamed_on_server_ = false;
+}
+
+void Session::undo_mark(std::uint8_t mark, bool failed) {
+  if (mark & kInjectedUnnamed) unnamed_on_server_ = false;
+  if (!(mark & kUnnamedAgain)) return;
+  if (failed) {  // as for any unnamed Parse (see undo())
+    unnamed_.reset();
+    unnamed_on_server_ = false;
+  } else {  // skipped: the statement is the one kept already, only where it is changes back
+    unnamed_on_server_ = (mark & kWasOnServer) != 0;
+  }
 }
 
 void Session::refuse_message(std::string& wire, char type, std::string_view sqlstate, std::string message) {

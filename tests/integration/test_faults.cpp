@@ -432,8 +432,10 @@ struct CutCommit {
   std::string rows;
 };
 
-// How the COMMIT is sent: a simple Query, or Parse/Bind/Execute/Sync as pgjdbc sends it.
-enum class Via { query, extended };
+// How the COMMIT is sent: a simple Query, Parse/Bind/Execute/Sync as pgjdbc sends it, or Bind/Execute/Sync of
+// a named statement prepared before the transaction (which pgward parses again on the server, so that the
+// relay sees the COMMIT).
+enum class Via { query, extended, named };
 
 CutCommit cut_commit(FaultRelay::Cut mode, const std::string& pool_keys, bool write, Via via = Via::query) {
   CutCommit out;
@@ -442,15 +444,25 @@ CutCommit cut_commit(FaultRelay::Cut mode, const std::string& pool_keys, bool wr
   Pgward pgward(faults_config(1, pool_keys, relay.port()));
   const std::string table = create_table(pgward, "cut_commit");
   LoggedIn c(pgward.port());
+  if (via == Via::named) {
+    c.client.send(wire::parse("c1", "COMMIT") + wire::sync());
+    EXPECT_EQ(read_reply(c.client).signature, "1 Z(I)");
+  }
   if (write) {
     begin_and_insert(c.client, table, 1);
   } else {
     EXPECT_EQ(send_query(c.client, "BEGIN").signature, "C(BEGIN) Z(T)");
     EXPECT_EQ(send_query(c.client, "SELECT count(*) FROM " + table).signature, "T D C(SELECT 1) Z(T)");
   }
+  if (via == Via::named) {
+    // The text names no statement but mentions DISCARD: pgward forgets what the server holds.
+    EXPECT_EQ(send_query(c.client, "SELECT 'discard'").signature, "T D C(SELECT 1) Z(T)");
+  }
   relay.cut_on_commit(mode);
   if (via == Via::query) {
     out.reply = send_query(c.client, "COMMIT");
+  } else if (via == Via::named) {
+    if (c.client.send(wire::bind("c1") + wire::execute() + wire::sync())) out.reply = read_reply(c.client);
   } else if (c.client.send(wire::parse("", "COMMIT") + wire::bind("") + wire::execute() + wire::sync())) {
     out.reply = read_reply(c.client);
   }
@@ -478,6 +490,12 @@ TEST(Faults, CommitCutReportsUnknownOutcome) {
   {
     SCOPED_TRACE("extended-protocol COMMIT done, its replies lost");
     const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, "", true, Via::extended);
+    expect_one_error(cut.reply, {"08007"}, 'I');
+    EXPECT_EQ(cut.rows, "1");
+  }
+  {
+    SCOPED_TRACE("COMMIT of a named statement done, its replies lost");
+    const CutCommit cut = cut_commit(FaultRelay::Cut::after_reply, "", true, Via::named);
     expect_one_error(cut.reply, {"08007"}, 'I');
     EXPECT_EQ(cut.rows, "1");
   }

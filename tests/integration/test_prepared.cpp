@@ -306,6 +306,83 @@ TEST(Prepared, PipelineOfSeveralStatementsMatchesPostgres) {
   EXPECT_EQ(fields(got[0][1])['S'], fields(got[1][1])['S']);
 }
 
+// The unnamed statement goes to the server as the client wrote it, straight from its buffer, among messages
+// pgward rewrites (named statements) in the same write, and is parsed again on a server that lacks it. Every
+// batch is compared with PostgreSQL's own answer, the values of the rows included.
+TEST(Prepared, UnnamedStatementPassesAsWrittenAmongRewrittenMessages) {
+  Pgward pgward(PgwardConfig{.pool = pool_toml(2)});
+  using wire::bind;
+  using wire::parse;
+  const std::string execute = wire::execute();
+  const std::string sync = wire::sync();
+  auto bind_execute = [&](std::string_view name) { return bind(name) + execute; };
+  auto replies = [](RawClient& client) {
+    std::string out;
+    for (const Message& m : client.read_until_ready()) {
+      const std::string signature = message_signature({m});
+      if (signature.empty()) continue;  // ParameterStatus
+      out += signature;
+      if (m.type == 'D') out += "=" + m.body.substr(6);
+      out += ' ';
+    }
+    return out;
+  };
+  std::vector<std::string> got[2];
+  for (int direct = 0; direct < 2; ++direct) {
+    SCOPED_TRACE(direct ? "direct" : "pgward");
+    Conn admin = connect_direct();
+    const std::string table = unique_name("unnamed_t");
+    exec(admin, "CREATE TABLE " + table + " (x text)");
+    exec(admin, "INSERT INTO " + table + " VALUES ('t')");
+    exec(admin, "GRANT ALL ON " + table + " TO PUBLIC");
+    RawClient a(direct ? pg_port() : pgward.port());
+    a.login(trust_login_params());
+    // Holds the server `a` used last (the most recently used one), so that a's next batch gets the other.
+    Conn b = direct ? connect_direct(kTrustUser) : pgward.connect();
+    ASSERT_TRUE(b.ok());
+    auto& out = got[direct];
+    // One write: the unnamed statement, parsed again with the same text, a named one between, and a Bind of
+    // the unnamed one after it.
+    a.send(parse("", "SELECT 'u1'") + bind("") + wire::describe_portal() + execute +
+           parse("", "SELECT 'u1'") + bind_execute("") + parse("n1", "SELECT 'n1'") + bind_execute("n1") +
+           bind_execute("") + parse("", "SELECT 'u2'") + bind_execute("") + bind_execute("n1") + sync);
+    out.push_back(replies(a));
+    // Parsed in one transaction, bound in the next on another server; then parsed again there.
+    a.send(parse("", "SELECT x FROM " + table) + sync);
+    out.push_back(replies(a));
+    exec(b, "BEGIN");
+    exec(b, "SELECT 1");
+    // (A Sync first, so that the Bind is not the first message of the write.)
+    a.send(sync + bind_execute("") + sync);
+    out.push_back(replies(a));
+    out.back() += replies(a);
+    a.send(parse("", "SELECT x FROM " + table) + bind_execute("") + sync);
+    out.push_back(replies(a));
+    exec(b, "COMMIT");
+    // The same text parsed again fails (its table is gone): PostgreSQL has dropped the unnamed statement
+    // before parsing, so a later Bind finds none, even on a server pgward would parse it again on.
+    exec(admin, "DROP TABLE " + table);
+    a.send(parse("", "SELECT x FROM " + table) + bind_execute("") + sync);
+    out.push_back(replies(a));
+    exec(b, "BEGIN");
+    exec(b, "SELECT 1");
+    a.send(bind_execute("") + sync);
+    out.push_back(replies(a));
+    exec(b, "COMMIT");
+    a.send(wire::query("DEALLOCATE ALL"));
+    a.read_until_ready();
+  }
+  EXPECT_EQ(got[0], got[1]);
+  ASSERT_EQ(got[1].size(), 6u);
+  EXPECT_EQ(got[1][0],
+            "1 2 T D=u1 C(SELECT 1) 1 2 D=u1 C(SELECT 1) 1 2 D=n1 C(SELECT 1) 2 D=u1 C(SELECT 1) 1 2 "
+            "D=u2 C(SELECT 1) 2 D=n1 C(SELECT 1) Z(I) ");
+  EXPECT_EQ(got[1][2], "Z(I) 2 D=t C(SELECT 1) Z(I) ");
+  EXPECT_EQ(got[1][3], "1 2 D=t C(SELECT 1) Z(I) ");
+  EXPECT_EQ(got[1][4], "E(42P01) Z(I) ");
+  EXPECT_EQ(got[1][5], "E(26000) Z(I) ");
+}
+
 TEST(Prepared, EvictionKeepsEveryStatementWorking) {
   Pgward pgward(PgwardConfig{.pool = pool_toml(1) + "max_prepared_statements = 2\n"});
   Conn conn = pgward.connect();

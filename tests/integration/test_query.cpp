@@ -31,6 +31,31 @@ TEST(Query, SimpleQuery) {
   EXPECT_EQ(query_value(conn, "SELECT 'still alive'"), "still alive");
 }
 
+// The data path's trace and debug lines (each client message, each phase, each link) are written at their
+// level and not below it: they are built only when they will be written.
+TEST(Query, DataPathLogLinesFollowTheLogLevel) {
+  for (const char* level : {"trace", "info"}) {
+    SCOPED_TRACE(level);
+    PgwardConfig config;
+    config.proxy = std::string("log_level = \"") + level + "\"\n";
+    Pgward pgward(config);
+    {
+      Conn conn = pgward.connect();
+      ASSERT_TRUE(conn.ok());
+      EXPECT_EQ(query_value(conn, "SELECT 41 + 1"), "42");
+    }
+    const std::vector<std::string> lines = {"-> Query (", " -> linked", "linked to server",
+                                            "gave back server"};
+    if (std::string(level) == "trace") {
+      EXPECT_TRUE(wait_until([&] { return pgward.log().find("gave back server") != std::string::npos; }, 5s));
+      for (const auto& line : lines) EXPECT_NE(pgward.log().find(line), std::string::npos) << line;
+    } else {
+      ASSERT_TRUE(wait_until([&] { return pgward.log().find(" closed") != std::string::npos; }, 5s));
+      for (const auto& line : lines) EXPECT_EQ(pgward.log().find(line), std::string::npos) << line;
+    }
+  }
+}
+
 TEST(Query, MultiStatementMessagesMatchPostgres) {
   Pgward pgward;
   const std::vector<std::string> queries = {

@@ -17,6 +17,9 @@ struct Hooks {
   void undo(TestNotes& n, bool failed) {
     calls.push_back((failed ? "failed " : "skipped ") + std::to_string(n.id));
   }
+  void undo_mark(std::uint8_t mark, bool failed) {
+    calls.push_back((failed ? "failed mark " : "skipped mark ") + std::to_string(mark));
+  }
   void succeeded(TestNotes& n) { calls.push_back("ok " + std::to_string(n.id)); }
   std::string rewrite(TestNotes* n, std::string_view, bool stand_in) {
     calls.push_back(std::string(stand_in ? "stand-in " : "translate ") + (n ? std::to_string(n->id) : "-"));
@@ -85,6 +88,42 @@ TEST(ResponseQueue, ErrorSkipsToTheSyncAndUndoesWhatWasAssumed) {
   EXPECT_EQ(q.size(), 1u);  // the Sync
   EXPECT_EQ(answer(q, h, be::kReadyForQuery), D::forward);
   EXPECT_EQ(h.calls.back(), "ok 3");
+}
+
+TEST(ResponseQueue, MarksAreUndoneLikeNotesWithoutAllocatingAny) {
+  const std::string err = error_body();
+  {  // a marked request that fails, a marked one the server then skips
+    Q q;
+    Hooks h;
+    q.push(fe::kParse).mark = 1;
+    q.push(fe::kBind).mark = 6;
+    q.push(fe::kExecute);
+    q.push(fe::kSync);
+    EXPECT_FALSE(q.begin()->notes);
+    EXPECT_EQ(answer(q, h, be::kErrorResponse, err), D::forward);
+    EXPECT_EQ(h.calls, (std::vector<std::string>{"failed mark 1", "skipped mark 6"}));
+  }
+  {  // one that succeeded is left alone; one skipped before a ReadyForQuery is undone as skipped
+    Q q;
+    Hooks h;
+    q.push(fe::kParse).mark = 3;
+    q.push(fe::kSync);
+    EXPECT_EQ(answer(q, h, be::kParseComplete), D::forward);
+    EXPECT_EQ(answer(q, h, be::kReadyForQuery), D::forward);
+    EXPECT_TRUE(h.calls.empty());
+    q.push(fe::kParse).mark = 2;
+    q.push(fe::kSync);
+    EXPECT_EQ(answer(q, h, be::kReadyForQuery), D::forward);
+    EXPECT_EQ(h.calls, (std::vector<std::string>{"skipped mark 2"}));
+  }
+  {  // a lost server: everything queued failed, notes and marks alike
+    Q q;
+    Hooks h;
+    q.push(fe::kParse).mark = 1;
+    q.push(fe::kBind).more().id = 5;
+    q.abandon(h);
+    EXPECT_EQ(h.calls, (std::vector<std::string>{"failed mark 1", "failed 5"}));
+  }
 }
 
 TEST(ResponseQueue, StandInErrorIsReplacedByPgwardsText) {
