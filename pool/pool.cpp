@@ -127,9 +127,21 @@ asio::awaitable<Pool::Checkout> Pool::checkout(asio::any_io_executor exec, Clock
     std::lock_guard lock(mu_);
     const auto now = Clock::now();
     // Waiters ahead of us keep their turn: only take from the idle list when nobody queues.
+    const void* home = event_loop_of(exec);
     while (!paused_ && waiters_.empty() && !idle_.empty()) {
-      ServerPtr s = std::move(idle_.back());
-      idle_.pop_back();
+      // The warmest server at the caller's loop, else the warmest.
+      auto pick = idle_.end() - 1;
+      if ((*pick)->home != home) {
+        const auto stop = idle_.end() - static_cast<std::ptrdiff_t>(std::min(idle_.size(), kHomeScan));
+        for (auto it = pick; it != stop;) {
+          if ((*--it)->home == home) {
+            pick = it;
+            break;
+          }
+        }
+      }
+      ServerPtr s = std::move(*pick);
+      idle_.erase(pick);
       if (!usable(*s, now)) {
         close_locked(s);
         continue;

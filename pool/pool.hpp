@@ -31,6 +31,11 @@ namespace pgward::pool {
 
 using Clock = std::chrono::steady_clock;
 
+// The event loop an executor runs on, as Server::home holds it.
+inline const void* event_loop_of(const boost::asio::any_io_executor& exec) {
+  return &boost::asio::query(exec, boost::asio::execution::context_as<boost::asio::execution_context&>);
+}
+
 // What the pool needs of a server connection; the proxy's ServerConn implements it.
 class Server {
  public:
@@ -43,6 +48,10 @@ class Server {
   // spell from later ones. Whoever checks the server out ends the watch (the proxy's first read does).
   virtual void watch_idle(Pool& /*pool*/, const std::shared_ptr<Server>& /*self*/, std::uint64_t /*period*/) {
   }
+  // The event loop (io_context) its socket's completions run on; null when unknown. With workers > 1 a
+  // checkout prefers a server at the caller's own loop, whose reads then complete on the caller's thread
+  // without a hop.
+  const void* home = nullptr;
   Clock::time_point created_at = Clock::now();
   Clock::time_point idle_since = Clock::now();
   std::uint64_t idle_period = 0;  // bumped each time the server is parked idle; guarded by the pool's lock
@@ -235,6 +244,8 @@ class Pool {
   mutable std::mutex mu_;
   config::PoolSettings settings_;
   std::vector<ServerPtr> idle_;  // LIFO: the most recently used server is the warmest
+  // How many idle servers from the back a checkout looks through for one at the caller's loop (Server::home).
+  static constexpr std::size_t kHomeScan = 8;
   std::uint32_t active_ = 0;
   std::uint32_t connecting_ = 0;
   std::deque<WaiterPtr> waiters_;

@@ -32,7 +32,9 @@ namespace {
 std::atomic<std::uint64_t> next_server_id{1};
 }
 
-ServerConn::ServerConn(asio::any_io_executor exec) : socket_(std::move(exec)), id_(next_server_id++) {}
+ServerConn::ServerConn(asio::any_io_executor exec) : socket_(std::move(exec)), id_(next_server_id++) {
+  home = pool::event_loop_of(socket_.get_executor());
+}
 
 ServerConn::~ServerConn() { close(); }
 

@@ -111,6 +111,8 @@ class PoolTest : public ::testing::Test {
     return c.slot.connected(s);
   }
 
+  asio::any_io_executor io_executor() { return io_.get_executor(); }
+
   // Tags of the checkouts start()ed in the order they finished (checkout_now() and open() leave them out).
   const std::vector<int>& finished() const { return finished_; }
 
@@ -128,6 +130,33 @@ class PoolTest : public ::testing::Test {
   int next_tag_ = 0;
   std::vector<int> finished_;
 };
+
+// With workers > 1 a checkout prefers an idle server whose socket runs on the caller's own event loop (its
+// reads then complete on the caller's thread), else it takes the warmest, as with one worker.
+TEST_F(PoolTest, CheckoutPrefersAServerAtTheCallersEventLoop) {
+  Pool& pool = make_pool(sized(3));
+  asio::io_context other;
+  std::shared_ptr<FakeServer> here, away, unknown;
+  Lease a = open(pool, &here);
+  Lease b = open(pool, &away);
+  Lease c = open(pool, &unknown);
+  here->home = event_loop_of(io_executor());
+  away->home = event_loop_of(other.get_executor());
+  // Idle, warmest last: here, away, unknown.
+  a.release(true);
+  b.release(true);
+  c.release(true);
+  auto first = checkout_now(pool);
+  ASSERT_EQ(first.outcome, Pool::Outcome::server);
+  EXPECT_EQ(first.lease.server(), here);
+  // Nothing left at this loop: the warmest of the others.
+  auto second = checkout_now(pool);
+  ASSERT_EQ(second.outcome, Pool::Outcome::server);
+  EXPECT_EQ(second.lease.server(), unknown);
+  auto third = checkout_now(pool);
+  ASSERT_EQ(third.outcome, Pool::Outcome::server);
+  EXPECT_EQ(third.lease.server(), away);
+}
 
 TEST_F(PoolTest, WaitersAreServedInArrivalOrder) {
   Pool& pool = make_pool(sized(1));
