@@ -164,9 +164,12 @@ if [ "$tls" = 1 ]; then
   log "direct TLS: $tls_note"
 fi
 echo 'SELECT 1;' >"$dir/select1.sql"
-# Pin the binary: a rebuild in the work tree during the run must not change what a restart would start.
+# Pin the binaries: a rebuild in the work tree during the run must not change what a restart would start.
+# pgward-io_uring goes beside pgward, where pgward finds it.
 if [ -x "$pgward_bin" ]; then
-  mkdir -p "$dir/bin" && cp "$pgward_bin" "$dir/bin/pgward" && pgward_bin="$dir/bin/pgward"
+  mkdir -p "$dir/bin" && cp "$pgward_bin" "$dir/bin/pgward"
+  [ -x "$(dirname "$pgward_bin")/pgward-io_uring" ] && cp "$(dirname "$pgward_bin")/pgward-io_uring" "$dir/bin/"
+  pgward_bin="$dir/bin/pgward"
 fi
 PORT[direct]=$pg_port
 PID[direct]=""
