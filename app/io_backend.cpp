@@ -112,8 +112,7 @@ IoBackendChoice choose_io_backend(std::string_view wanted, bool reexeced) {
 std::string exec_choice(const IoBackendChoice& choice, char** argv) {
   ::setenv(kReexecMark, "1", 1);
   // Named as what runs (ps, top, /proc/PID/cmdline), with the same arguments.
-  std::string name = choice.exec;
-  argv[0] = name.data();
+  argv[0] = const_cast<char*>(choice.exec.c_str());
   ::execv(choice.exec.c_str(), argv);
   const std::string why = "exec " + choice.exec + " failed: " + std::strerror(errno);
   ::unsetenv(kReexecMark);

@@ -12,7 +12,8 @@
 namespace pgward::it {
 namespace {
 
-// Skips the test in a build without pgward-io_uring (cmake -DPGWARD_IO_URING=OFF, as the sanitizer builds are).
+// Skips the test in a build without pgward-io_uring (cmake -DPGWARD_IO_URING=OFF, as the sanitizer builds
+// are).
 #ifdef PGWARD_TEST_IO_URING_BUILD
 #define SKIP_WITHOUT_IO_URING_BUILD() (void)0
 #else
