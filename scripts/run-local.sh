@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh pgward
+# Both event loops (install-deps gives liburing-dev): pgward runs on io_uring where the kernel allows it.
+bash scripts/build.sh pgward pgward-io_uring
 . scripts/lib-postgres.sh
 
 listen_port="${PGWARD_PORT:-6432}"
