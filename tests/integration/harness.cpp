@@ -663,11 +663,14 @@ Pgward::Pgward(const PgwardConfig& config) {
           failure = "pgward exited (" + describe_status(*exit_status_) + ") before accepting connections";
           return true;
         }
-        return tcp_accepts(port_);
+        // pgward binds its proxy listeners before the admin port (Proxy::run): a test that asks the admin
+        // port first thing must not find it still closed.
+        return tcp_accepts(port_) && (admin_port_ == 0 || tcp_accepts(admin_port_));
       },
       10s);
   if (!accepting)
-    failure = "pgward did not accept connections on port " + std::to_string(port_) + " within 10 s";
+    failure = "pgward did not accept connections on port " + std::to_string(port_) +
+              (admin_port_ == 0 ? "" : " and admin port " + std::to_string(admin_port_)) + " within 10 s";
   if (!failure.empty()) {
     std::string message = failure + "\nconfig:\n" + config_text_ + "\nlast log lines:\n" + log_tail(50);
     stop();
