@@ -88,10 +88,7 @@ class AdminServer final : public proxy::Service {
   }
 
   void stop() override {
-    for (auto& a : acceptors_) {
-      boost::system::error_code ec;
-      a->close(ec);
-    }
+    for (auto& a : acceptors_) close_socket(*a);
   }
 
  private:

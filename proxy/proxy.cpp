@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <csignal>
 
+#include "asio/socket_close.hpp"
 #include "protocol/auth.hpp"
 #include "proxy/session.hpp"
 
@@ -338,10 +339,7 @@ void Proxy::drain() {
   if (draining_.exchange(true)) return;
   spdlog::info("draining: no new clients; waiting up to {} ms for transactions in flight",
                config()->shutdown_timeout.count());
-  for (auto& a : acceptors_) {
-    boost::system::error_code ec;
-    a->close(ec);
-  }
+  for (auto& a : acceptors_) close_socket(*a);
   asio::co_spawn(
       main_,
       [this]() -> asio::awaitable<void> {
@@ -367,10 +365,7 @@ void Proxy::drain() {
 
 void Proxy::stop() {
   spdlog::info("stopping");
-  for (auto& a : acceptors_) {
-    boost::system::error_code ec;
-    a->close(ec);
-  }
+  for (auto& a : acceptors_) close_socket(*a);
   {
     std::lock_guard lock(pools_mu_);
     for (auto& [k, e] : pools_) e->pool.close_idle();
