@@ -249,9 +249,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Expected& expect(char request, protocol::On on = protocol::On::forward);
   // Rewrites one whole extended-protocol message (Parse, Bind, Describe, Close) at c.pos, queueing the
   // responses to expect. What must go to the server other than the message as written goes into wire_,
-  // through wire_for(c).
-  Rewrite rewrite_message(char type, std::string_view message, Cursor& c);
-  Rewrite rewrite_parse(std::string_view body, Cursor& c);
+  // through wire_for(c). `parse_again`: the message is a Parse for which unnamed_again() holds.
+  Rewrite rewrite_message(char type, std::string_view message, Cursor& c, bool parse_again);
+  Rewrite rewrite_parse(std::string_view body, Cursor& c, bool again);
   Rewrite rewrite_bind_describe(char type, std::string_view message, Cursor& c);
   // wire_, once what precedes c.pos in the buffer ([span, pos)) is in it: where pgward writes in the
   // client's place.
@@ -262,8 +262,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void ensure_on_server(const StatementPtr& stmt, std::string& wire);
   // A simple Query: ends the unnamed statement, and every prepared-statement name in its text is put in
   // this client's namespace. True when it rewrote the query (appending [span, pos) and the new message to
-  // `wire` and advancing both).
-  bool note_simple_query(std::string_view message, std::string& wire, Cursor& c);
+  // wire_ and advancing both).
+  bool note_simple_query(std::string_view message, Cursor& c);
   // The SQL text with each statement name it holds (PREPARE, EXECUTE, DEALLOCATE...) replaced by the server's
   // name of this client's statement, or by a name no statement has when the client has none of that name.
   // What must reach the server first (a statement re-created on this server) is appended to `wire`.

@@ -205,15 +205,13 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
   if (gate_.client_message(type)) track_.query_sent(outstanding);
   note_in_flight(type, m.message, m.whole);
   if (m.too_big || m.over_budget) {
-    wire_.append(cbuf_, c.span, c.pos - c.span);
-    refuse_message(wire_, type, m.too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
+    refuse_message(wire_for(c), type, m.too_big ? ss::kProgramLimitExceeded : ss::kOutOfMemory,
                    m.too_big
                        ? "message of " + std::to_string(m.total) + " bytes exceeds max_buffer_per_client (" +
                              std::to_string(config_->max_buffer_per_client) + " bytes)"
                        : "out of memory for unfinished client messages: message of " +
                              std::to_string(m.total) + " bytes refused (max_buffer_total)");
     client_drop_ = m.total;
-    c.span = c.pos;
     return;
   }
   if (database_->pool.commit_resolution == config::CommitResolution::verify && fresh && m.whole &&
@@ -229,29 +227,29 @@ void Session::forward_client_message(const ClientMessage& m, Cursor& c) {
     commit_txid_.reset();
     if (!rewrite_) expect(pr::fe::kQuery);  // the COMMIT: the queue covers every answer in flight
   }
-  // (The unnamed statement parsed again, whose text was found not to touch session state, is not read.)
+  // The unnamed statement parsed again (a rewritable message is whole here): found once, for both uses below.
+  const bool parse_again =
+      type == pr::fe::kParse && rewrite_ && unnamed_again(m.message.substr(pr::kHeaderSize));
+  // (Its text, found not to touch session state when it was first parsed, is not read again.)
   if (track_state_ && (type == pr::fe::kQuery || type == pr::fe::kParse) &&
-      !(type == pr::fe::kParse && rewrite_ && m.whole && !unnamed_touches_session() &&
-        unnamed_again(m.message.substr(pr::kHeaderSize)))) {
+      !(parse_again && !unnamed_touches_session())) {
     const std::string_view text = !m.whole                 ? std::string_view()
                                   : type == pr::fe::kQuery ? pr::query_text(m.message)
                                                            : pr::parse_text(m.message);
     if (auto refusal = note_session_text(text, m.whole)) {
-      wire_.append(cbuf_, c.span, c.pos - c.span);
-      refuse_message(wire_, type, ss::kFeatureNotSupported, std::move(*refusal));
+      refuse_message(wire_for(c), type, ss::kFeatureNotSupported, std::move(*refusal));
       client_drop_ = m.total;
-      c.span = c.pos;
       return;
     }
   }
   if (rewrite_ && !is_copy(type) && type != pr::fe::kFlush) {
     if (type == pr::fe::kQuery) {
-      if (note_simple_query(m.message, wire_, c)) return;
+      if (note_simple_query(m.message, c)) return;
     } else if (type != pr::fe::kParse && type != pr::fe::kBind && type != pr::fe::kDescribe &&
                type != pr::fe::kClose) {
       expect(type);  // Execute, Sync, FunctionCall
     } else {
-      const Rewrite r = rewrite_message(type, m.message, c);
+      const Rewrite r = rewrite_message(type, m.message, c, parse_again);
       if (r == Rewrite::as_is) {
         client_pass_ = m.total;  // in the span, straight from the client's buffer
         return;

@@ -84,10 +84,10 @@ std::string& Session::wire_for(Cursor& c) {
   return wire_;
 }
 
-Session::Rewrite Session::rewrite_message(char type, std::string_view message, Cursor& c) {
+Session::Rewrite Session::rewrite_message(char type, std::string_view message, Cursor& c, bool parse_again) {
   const std::string_view body = message.substr(pr::kHeaderSize);
   switch (type) {
-    case pr::fe::kParse: return rewrite_parse(body, c);
+    case pr::fe::kParse: return rewrite_parse(body, c, parse_again);
     case pr::fe::kBind:
     case pr::fe::kDescribe: return rewrite_bind_describe(type, message, c);
     case pr::fe::kClose: {
@@ -119,9 +119,9 @@ bool Session::unnamed_again(std::string_view parse_body) const {
          parse_body.substr(1) == unnamed_->tail;
 }
 
-Session::Rewrite Session::rewrite_parse(std::string_view body, Cursor& c) {
+Session::Rewrite Session::rewrite_parse(std::string_view body, Cursor& c, bool again) {
   constexpr char type = pr::fe::kParse;
-  if (unnamed_again(body)) {
+  if (again) {
     // The statement every query of an extended-protocol client parses: nothing in it to rename, the
     // statement kept is the same, and what a failure or a skip undoes fits in the entry's mark.
     expect(type).mark = kUnnamedAgain | (unnamed_on_server_ ? kWasOnServer : 0);

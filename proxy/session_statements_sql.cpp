@@ -141,7 +141,7 @@ std::string Session::server_name_for(const pr::sql::StatementRef& ref, std::stri
   return it->second->server_name;
 }
 
-bool Session::note_simple_query(std::string_view message, std::string& wire, Cursor& c) {
+bool Session::note_simple_query(std::string_view message, Cursor& c) {
   // "a simple Query message also destroys the unnamed statement" (Extended Query).
   unnamed_.reset();
   unnamed_on_server_ = false;
@@ -156,7 +156,7 @@ bool Session::note_simple_query(std::string_view message, std::string& wire, Cur
     expect(pr::fe::kQuery);
     return false;
   }
-  wire.append(cbuf_, c.span, c.pos - c.span);
+  std::string& wire = wire_for(c);
   Notes notes;
   const std::string text = rewrite_statement_names(*sql, scan, wire, true, notes);
   pr::put_query(wire, text);
